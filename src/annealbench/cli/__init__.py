@@ -1,0 +1,29 @@
+"""Command-line interface: ``annealbench <command>``.
+
+Each command lives in its own module and registers itself on :data:`app`; importing this
+package imports them all. Commands import heavy dependencies (torch, matplotlib) inside
+their bodies so ``annealbench --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from annealbench.cli.app import app
+
+# Command modules; each one defines @app.command() functions.
+_COMMAND_MODULES = ("schedules", "train", "study", "report", "bench")
+
+for _name in _COMMAND_MODULES:
+    try:
+        importlib.import_module(f"annealbench.cli.{_name}")
+    except ModuleNotFoundError as exc:  # a command module not written yet
+        if exc.name != f"annealbench.cli.{_name}":
+            raise
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]
