@@ -1,0 +1,408 @@
+"""The results store: schema checks, atomic claims, reclaiming dead workers, idempotent writes."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import multiprocessing
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from annealbench.store import (
+    APPLICATION_ID,
+    SCHEMA_VERSION,
+    Store,
+    StoreError,
+    Worker,
+)
+
+SETTINGS = {
+    "datasets": ["fashion-mnist"],
+    "models": ["nn2"],
+    "methods": ["sig+", "str+"],
+    "trials": 2,
+    "run": {"epochs": 2, "subset": 256},
+}
+
+
+def configs(methods=("sig+", "str+"), seeds=(0, 1), epochs=2) -> list[dict]:
+    return [
+        {"dataset": "fashion-mnist", "model": "nn2", "method": m, "seed": s, "epochs": epochs}
+        for s in seeds
+        for m in methods
+    ]
+
+
+def record(epoch: int, acc: float = 50.0) -> dict:
+    return {
+        "epoch": epoch,
+        "lr": 0.1 / epoch,
+        "train_loss": 1.0 / epoch,
+        "train_acc": acc,
+        "test_loss": 1.5 / epoch,
+        "test_acc": acc - 1,
+        "wall_time": 0.25,
+    }
+
+
+def digest(path: Path) -> tuple[str, float]:
+    return hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    with Store(tmp_path / "results.sqlite") as s:
+        yield s
+
+
+def test_new_store_is_marked_and_in_wal_mode(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "results.sqlite"
+    Store(path).close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"meta", "study", "run", "epoch"} <= tables
+
+
+def test_runs_and_epochs_frames_have_the_documented_columns(store: Store) -> None:
+    study = store.ensure_study("s", SETTINGS)
+    store.add_runs(study, configs())
+    claim = store.claim_next(study)
+    store.record_epoch(claim, record(1))
+    runs, epochs = store.runs_frame(), store.epochs_frame("s")
+    assert {
+        "run_id",
+        "study",
+        "dataset",
+        "model",
+        "method",
+        "seed",
+        "epochs",
+        "status",
+        "error",
+    } <= set(runs.columns)
+    assert {
+        "run_id",
+        "study",
+        "dataset",
+        "model",
+        "method",
+        "seed",
+        "epoch",
+        "lr",
+        "train_loss",
+        "train_acc",
+        "test_loss",
+        "test_acc",
+        "wall_time",
+        "status",
+    } <= set(epochs.columns)
+    assert len(runs) == 4 and list(runs["status"]).count("running") == 1
+    assert epochs.iloc[0].to_dict() == {
+        "run_id": claim.run_id,
+        "study": "s",
+        "dataset": "fashion-mnist",
+        "model": "nn2",
+        "method": "sig+",
+        "seed": 0,
+        "status": "running",
+        **record(1),
+    }
+    assert store.epochs_frame("other").empty
+
+
+def test_add_runs_is_idempotent_and_keeps_grid_order(store: Store) -> None:
+    study = store.ensure_study("s", SETTINGS)
+    assert store.add_runs(study, configs()) == 4
+    assert store.add_runs(study, configs()) == 0
+    runs = store.runs_frame("s")
+    assert list(zip(runs["seed"], runs["method"], strict=True)) == [
+        (0, "sig+"),
+        (0, "str+"),
+        (1, "sig+"),
+        (1, "str+"),
+    ]
+
+
+def test_rerun_with_other_settings_says_what_differs(store: Store) -> None:
+    store.ensure_study("s", SETTINGS)
+    assert store.ensure_study("s", dict(SETTINGS)) == store.study_id("s")
+    changed = {**SETTINGS, "trials": 3, "run": {"epochs": 5, "subset": 256}}
+    with pytest.raises(StoreError) as info:
+        store.ensure_study("s", changed)
+    message = str(info.value)
+    assert "trials: stored 2, given 3" in message
+    assert "run.epochs: stored 2, given 5" in message
+    assert "subset" not in message
+
+
+def test_claims_hand_out_each_run_once_in_order(store: Store) -> None:
+    study = store.ensure_study("s", SETTINGS)
+    store.add_runs(study, configs())
+    claims = [store.claim_next(study) for _ in range(4)]
+    assert [c.config["method"] for c in claims] == ["sig+", "str+", "sig+", "str+"]
+    assert len({c.run_id for c in claims}) == 4
+    assert store.claim_next(study) is None  # all running, held by this live process
+
+
+def _claim_all(path: str, study: int, out: multiprocessing.Queue) -> None:
+    with Store(path) as s:
+        got = []
+        while (claim := s.claim_next(study)) is not None:
+            got.append(claim.run_id)
+            s.finish_run(claim, "done", epochs=[record(1)])
+        out.put(got)
+
+
+def test_concurrent_processes_never_get_the_same_run(tmp_path: Path) -> None:
+    path = tmp_path / "results.sqlite"
+    with Store(path) as s:
+        study = s.ensure_study("s", SETTINGS)
+        s.add_runs(study, configs(methods=[f"m{i}" for i in range(30)], seeds=range(2)))
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_claim_all, args=(str(path), study, queue)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    claimed = [queue.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    flat = [r for got in claimed for r in got]
+    assert sorted(flat) == list(range(1, 61))  # every run exactly once
+    with Store(path, readonly=True) as s:
+        assert set(s.runs_frame()["status"]) == {"done"}
+        assert len(s.epochs_frame()) == 60
+
+
+def test_run_of_a_dead_worker_is_reclaimed(store: Store) -> None:
+    study = store.ensure_study("s", SETTINGS)
+    store.add_runs(study, configs())
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    ghost = Worker(Worker.current().host, int(dead.stdout), "1")
+    lost = store.claim_next(study, worker=ghost)
+    store.record_epoch(lost, record(1))
+    # The same host sees the pid is gone and hands the run out again, stored epoch kept.
+    again = store.claim_next(study)
+    assert again.run_id == lost.run_id and again.attempts == 2
+    assert len(store.epochs_frame()) == 1
+    # The dead worker's late writes are refused, not mixed in.
+    with pytest.raises(StoreError, match="no longer held"):
+        store.record_epoch(lost, record(2))
+
+
+def test_run_on_another_host_is_reclaimed_only_after_its_lease(store: Store) -> None:
+    study = store.ensure_study("s", SETTINGS)
+    store.add_runs(study, configs(seeds=[0], methods=["sig+"]))
+    remote = Worker("some-other-host", 1, None)
+    claim = store.claim_next(study, worker=remote)
+    assert store.claim_next(study, lease_s=3600) is None
+    store.heartbeat([claim])
+    assert store.claim_next(study, lease_s=3600) is None
+    assert store.claim_next(study, lease_s=-1).run_id == claim.run_id
+
+
+def test_a_reused_pid_does_not_keep_a_run(store: Store) -> None:
+    study = store.ensure_study("s", SETTINGS)
+    store.add_runs(study, configs(seeds=[0], methods=["sig+"]))
+    me = Worker.current()
+    impostor = Worker(me.host, me.pid, "not-my-start-time")  # same pid, other process
+    claim = store.claim_next(study, worker=impostor)
+    assert store.claim_next(study).run_id == claim.run_id
+
+
+def test_epoch_writes_are_idempotent(store: Store) -> None:
+    study = store.ensure_study("s", SETTINGS)
+    store.add_runs(study, configs())
+    claim = store.claim_next(study)
+    for _ in range(3):
+        store.record_epoch(claim, record(1))
+    store.record_epoch(claim, record(2))
+    assert list(store.epochs_frame()["epoch"]) == [1, 2]
+    store.record_epoch(claim, record(2, acc=70.0))  # a replayed epoch replaces the old row
+    assert list(store.epochs_frame()["train_acc"]) == [50.0, 70.0]
+
+
+def test_finish_replaces_epochs_with_the_full_list(store: Store) -> None:
+    study = store.ensure_study("s", SETTINGS)
+    store.add_runs(study, configs())
+    claim = store.claim_next(study)
+    for epoch in (1, 2, 3):
+        store.record_epoch(claim, record(epoch))  # e.g. from an older attempt
+    diverged = {**record(2), "train_loss": math.nan, "test_loss": math.inf}
+    store.finish_run(
+        claim,
+        "diverged",
+        error="loss is nan",
+        epochs=[record(1), diverged],
+        environment={"device": "cpu"},
+    )
+    runs, epochs = store.runs_frame(), store.epochs_frame()
+    row = runs.set_index("run_id").loc[claim.run_id]
+    assert (row["status"], row["error"], row["epochs_done"]) == ("diverged", "loss is nan", 2)
+    assert '"device": "cpu"' in row["environment"]
+    assert list(epochs["epoch"]) == [1, 2] and math.isnan(epochs["train_loss"].iloc[1])
+    with pytest.raises(StoreError, match="no longer held"):
+        store.finish_run(claim, "done")
+
+
+def test_release_puts_a_run_back_and_failed_runs_can_be_retried(store: Store) -> None:
+    study = store.ensure_study("s", SETTINGS)
+    store.add_runs(study, configs(seeds=[0]))
+    first = store.claim_next(study)
+    store.release_run(first)
+    assert store.claim_next(study).run_id == first.run_id
+    second = store.claim_next(study)
+    store.finish_run(second, "failed", error="RuntimeError: boom")
+    assert store.claim_next(study) is None
+    assert store.retry_failed(study) == 1
+    assert store.claim_next(study).run_id == second.run_id
+
+
+def test_add_result_builds_a_hand_made_store(store: Store) -> None:
+    study = store.ensure_study("hand", {"note": "fixture"})
+    run_id = store.add_result(study, configs()[0], "done", [record(1), record(2)])
+    assert store.runs_frame("hand").set_index("run_id").loc[run_id, "status"] == "done"
+    assert len(store.epochs_frame("hand")) == 2
+
+
+def test_status_frame_counts_per_dataset_and_model(store: Store) -> None:
+    study = store.ensure_study("s", SETTINGS)
+    store.add_runs(study, configs())
+    store.finish_run(store.claim_next(study), "done")
+    store.finish_run(store.claim_next(study), "diverged")
+    store.claim_next(study)
+    row = store.status_frame("s").iloc[0].to_dict()
+    assert row == {
+        "study": "s",
+        "dataset": "fashion-mnist",
+        "model": "nn2",
+        "total": 4,
+        "running": 1,
+        "done": 1,
+        "diverged": 1,
+        "failed": 0,
+        "remaining": 2,
+    }
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"hello, this is a text file\n" * 10, b""],
+    ids=["text-file", "foreign-sqlite"],
+)
+def test_foreign_files_are_refused_and_untouched(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "results.sqlite"
+    if content:
+        path.write_bytes(content)
+    else:
+        conn = sqlite3.connect(path)
+        conn.execute("CREATE TABLE t (x)")
+        conn.commit()
+        conn.close()
+    before = digest(path)
+    with pytest.raises(StoreError, match="not an annealbench results store"):
+        Store(path)
+    with pytest.raises(StoreError, match="not an annealbench results store"):
+        Store(path, readonly=True)
+    assert digest(path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.sqlite"]
+
+
+def test_newer_schema_is_refused_and_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "results.sqlite"
+    Store(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    before = digest(path)
+    with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1}, newer"):
+        Store(path)
+    assert digest(path) == before
+
+
+def test_read_only_store_is_refused_and_readable(tmp_path: Path) -> None:
+    path = tmp_path / "results.sqlite"
+    with Store(path) as s:
+        s.add_result(s.ensure_study("s", SETTINGS), configs()[0], "done", [record(1)])
+    path.chmod(stat.S_IRUSR | stat.S_IRGRP)
+    before = digest(path)
+    with pytest.raises(StoreError, match="read-only"):
+        Store(path)
+    with Store(path, readonly=True) as s:
+        assert len(s.epochs_frame()) == 1
+        with pytest.raises(StoreError, match="read-only"):
+            s.ensure_study("t", {})
+    assert digest(path) == before
+
+
+def test_read_only_errors_from_sqlite_become_store_errors(store: Store) -> None:
+    study = store.ensure_study("s", SETTINGS)
+    store.add_runs(study, configs())
+    store._conn.execute("PRAGMA query_only = ON")  # sqlite now answers "readonly database"
+    with pytest.raises(StoreError, match="read-only.*intact"):
+        store.claim_next(study)
+    store._conn.execute("PRAGMA query_only = OFF")
+    assert set(store.runs_frame()["status"]) == {"pending"}
+
+
+def test_full_disk_is_a_clear_error_and_keeps_what_was_stored(tmp_path: Path) -> None:
+    path = tmp_path / "results.sqlite"
+    with Store(path) as s:
+        study = s.ensure_study("s", SETTINGS)
+        s.add_runs(study, configs())
+        claim = s.claim_next(study)
+        s.record_epoch(claim, record(1))
+        pages = s._conn.execute("PRAGMA page_count").fetchone()[0]
+        s._conn.execute(f"PRAGMA max_page_count = {pages}")  # the 'disk' is now full
+        many = configs(methods=[f"m{i:03d}-{'x' * 200}" for i in range(400)])
+        with pytest.raises(StoreError, match="disk is full.*intact"):
+            s.add_runs(study, many)
+    with Store(path, readonly=True) as s:
+        assert len(s.runs_frame()) == 4
+        assert len(s.epochs_frame()) == 1
+
+
+def test_readonly_open_of_missing_store_says_so(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="no results store"):
+        Store(tmp_path / "missing.sqlite", readonly=True)
+    assert not (tmp_path / "missing.sqlite").exists()
+
+
+def test_store_survives_a_killed_writer(tmp_path: Path) -> None:
+    """A process killed in the middle of its writes leaves a consistent store behind."""
+    path = tmp_path / "results.sqlite"
+    with Store(path) as s:
+        study = s.ensure_study("s", SETTINGS)
+        s.add_runs(study, configs(methods=["sig+"], seeds=[0]))
+    code = (
+        "import os, signal\n"
+        "from annealbench.store import Store\n"
+        f"s = Store({str(path)!r})\n"
+        "c = s.claim_next(1)\n"
+        "for e in range(1, 10**6):\n"
+        "    s.record_epoch(c, {'epoch': e, 'lr': 0.1, 'train_loss': 1, 'train_acc': 1,\n"
+        "                       'test_loss': 1, 'test_acc': 1, 'wall_time': 0})\n"
+        "    if e == 200: os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ})
+    assert proc.returncode == -9
+    with Store(path) as s:
+        assert s.runs_frame()["status"].tolist() == ["running"]
+        assert s.epochs_frame()["epoch"].tolist() == list(range(1, 201))
+        claim = s.claim_next(1)  # the dead writer's run is handed out again
+        assert claim is not None and claim.attempts == 2
+        assert s._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
