@@ -1,0 +1,217 @@
+"""The paper's 12 training methods, and user-defined ones.
+
+A method is an optimizer plus a learning-rate schedule (section 4.1 of the paper):
+
+- ``0.1``, ``0.01``, ``0.001``, ``exp``, ``str``, ``sig``, ``rep``, ``trap``, ``str+``,
+  ``sig+``: SGD with momentum 0.9 and weight decay 5e-4, annealed by the schedule of the
+  same name;
+- ``rms`` and ``adam``: RMSprop and Adam at a constant rate, 1e-3 for the shallow models
+  (nn2, nn3, lenet4, vgg9) and 1e-4 for the deep ones, as the paper tunes them.
+
+Users add their own with :func:`register` or a TOML file read by :func:`load_file`::
+
+    [methods.cosine-sgd]
+    optimizer = "sgd"
+    schedule = "cosine+"
+    schedule_settings = { lr_up = 0.2 }
+
+    [methods.adamw]
+    optimizer = "adamw"
+    lr = 3e-4
+    optimizer_settings = { weight_decay = 0.05 }
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from annealbench import schedules
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+__all__ = [
+    "Method",
+    "MethodError",
+    "PAPER_METHODS",
+    "OPTIMIZERS",
+    "get",
+    "names",
+    "register",
+    "load_file",
+    "is_builtin",
+]
+
+MOMENTUM = 0.9
+WEIGHT_DECAY = 5e-4
+ADAPTIVE_LR_SHALLOW = 1e-3
+ADAPTIVE_LR_DEEP = 1e-4
+
+#: Optimizers a method may name, with the settings the paper fixes for them.
+OPTIMIZERS: dict[str, dict[str, float]] = {
+    "sgd": {"momentum": MOMENTUM, "weight_decay": WEIGHT_DECAY},
+    "rmsprop": {"weight_decay": WEIGHT_DECAY},
+    "adam": {"weight_decay": WEIGHT_DECAY},
+    "adamw": {"weight_decay": 0.01},
+}
+
+
+class MethodError(ValueError):
+    """An unknown or ill-formed method."""
+
+
+@dataclass(frozen=True)
+class Method:
+    """An optimizer and how its rate moves.
+
+    Attributes:
+        name: the user-facing name (``sig+``).
+        optimizer: one of :data:`OPTIMIZERS`.
+        schedule: a schedule name; ``None`` means a constant rate (``lr`` or the paper's
+            shallow/deep rates for adaptive optimizers).
+        schedule_settings: overrides for the schedule (``lr_up``, ``kappa``...).
+        lr: a constant rate, used when ``schedule`` is ``None``.
+        optimizer_settings: overrides of the optimizer's defaults.
+        description: one line for listings.
+    """
+
+    name: str
+    optimizer: str
+    schedule: str | None = None
+    schedule_settings: Mapping[str, Any] = field(default_factory=dict)
+    lr: float | None = None
+    optimizer_settings: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name or not isinstance(self.name, str):
+            raise MethodError("a method needs a non-empty name")
+        if self.optimizer not in OPTIMIZERS:
+            raise MethodError(
+                f"method {self.name!r}: unknown optimizer {self.optimizer!r}; "
+                f"valid: {', '.join(OPTIMIZERS)}"
+            )
+        if self.schedule is not None:
+            self.schedule_for("nn2")  # fail now, not at training time
+        elif self.lr is not None:
+            schedules.Constant(self.lr)
+        elif self.optimizer in ("sgd",):
+            raise MethodError(f"method {self.name!r}: give a schedule or a constant lr")
+
+    def schedule_for(self, model: str, deep: bool | None = None) -> schedules.Schedule:
+        """The rate curve this method uses on ``model`` (deep models change adaptive rates)."""
+        if self.schedule is not None:
+            try:
+                return schedules.get(self.schedule, **dict(self.schedule_settings))
+            except schedules.ScheduleError as exc:
+                raise MethodError(f"method {self.name!r}: {exc}") from None
+        if self.lr is not None:
+            return schedules.Constant(self.lr)
+        if deep is None:
+            from annealbench import models
+
+            deep = models.spec(model).deep
+        return schedules.Constant(ADAPTIVE_LR_DEEP if deep else ADAPTIVE_LR_SHALLOW)
+
+    def make_optimizer(self, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
+        """A fresh optimizer; its rate is set every step by the scheduler."""
+        import torch
+
+        settings = {**OPTIMIZERS[self.optimizer], **dict(self.optimizer_settings)}
+        cls = {
+            "sgd": torch.optim.SGD,
+            "rmsprop": torch.optim.RMSprop,
+            "adam": torch.optim.Adam,
+            "adamw": torch.optim.AdamW,
+        }[self.optimizer]
+        try:
+            return cls(params, lr=1.0, **settings)
+        except TypeError as exc:
+            raise MethodError(f"method {self.name!r}: bad optimizer setting: {exc}") from None
+
+    def to_config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "optimizer": self.optimizer,
+            "schedule": self.schedule,
+            "schedule_settings": dict(self.schedule_settings),
+            "lr": self.lr,
+            "optimizer_settings": dict(self.optimizer_settings),
+            "description": self.description,
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Method:
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise MethodError(f"unknown method settings {unknown}; valid: {sorted(known)}")
+        return cls(**dict(config))
+
+
+def _paper() -> dict[str, Method]:
+    out: dict[str, Method] = {}
+    for name in ("0.1", "0.01", "0.001", "exp", "str", "sig"):
+        out[name] = Method(name, "sgd", name, description=schedules.describe(name))
+    out["rms"] = Method("rms", "rmsprop", description="RMSprop, constant 1e-3 (1e-4 deep)")
+    out["adam"] = Method("adam", "adam", description="Adam, constant 1e-3 (1e-4 deep)")
+    for name in ("rep", "trap", "str+", "sig+"):
+        out[name] = Method(name, "sgd", name, description=schedules.describe(name))
+    return out
+
+
+_BUILTIN: dict[str, Method] = _paper()
+#: The paper's 12 methods in the column order of its Tables 2 and 3.
+PAPER_METHODS: tuple[str, ...] = tuple(_BUILTIN)
+_USER: dict[str, Method] = {}
+
+
+def names() -> list[str]:
+    """The paper's methods in table order, then user-registered ones."""
+    return [*PAPER_METHODS, *_USER]
+
+
+def is_builtin(name: str) -> bool:
+    return name in _BUILTIN
+
+
+def get(name: str) -> Method:
+    """The method called ``name``."""
+    method = _BUILTIN.get(name) or _USER.get(name)
+    if method is None:
+        raise MethodError(f"unknown method {name!r}; valid methods: {', '.join(names())}")
+    return method
+
+
+def register(method: Method, *, replace: bool = False) -> Method:
+    """Make ``method`` available by name (in this process)."""
+    if method.name in _BUILTIN:
+        raise MethodError(f"{method.name!r} is one of the paper's methods; choose another name")
+    if method.name in _USER and not replace and _USER[method.name] != method:
+        raise MethodError(f"a different method named {method.name!r} is already registered")
+    _USER[method.name] = method
+    return method
+
+
+def load_file(path: str | Path) -> list[Method]:
+    """Register every ``[methods.NAME]`` table of a TOML file; returns them."""
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise MethodError(f"methods file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise MethodError(f"methods file {path} is not valid TOML: {exc}") from None
+    tables = doc.get("methods")
+    if not isinstance(tables, dict) or not tables:
+        raise MethodError(f"methods file {path} has no [methods.NAME] tables")
+    loaded = []
+    for name, table in tables.items():
+        if not isinstance(table, dict):
+            raise MethodError(f"{path}: methods.{name} must be a table")
+        loaded.append(register(Method.from_config({"name": name, **table}), replace=True))
+    return loaded
