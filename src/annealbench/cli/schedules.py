@@ -1,0 +1,61 @@
+"""``annealbench schedules``: list the schedules, draw Figure 1, or write their values."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import typer
+
+from annealbench import schedules
+from annealbench.cli.app import app, fail
+
+
+@app.command("schedules")
+def schedules_command(
+    plot: Path | None = typer.Option(
+        None, "--plot", help="Draw the paper's Figure 1 to this .png or .pdf file."
+    ),
+    csv_path: Path | None = typer.Option(
+        None, "--csv", help="Write every schedule's rate at --steps evenly spaced steps."
+    ),
+    steps: int = typer.Option(101, "--steps", help="Points for --csv (from p=0 to p=1)."),
+    epochs: int = typer.Option(100, "--epochs", help="Length of the run drawn by --plot."),
+) -> None:
+    """List the learning-rate schedules, or plot/export them."""
+    if plot is None and csv_path is None:
+        width = max(len(n) for n in schedules.names())
+        for name in schedules.names():
+            tag = "paper" if name in schedules.PAPER_SCHEDULES else "     "
+            typer.echo(f"{name:<{width}}  {tag}  {schedules.describe(name)}")
+        return
+    if plot is not None:
+        if plot.suffix.lower() not in (".png", ".pdf"):
+            raise fail(f"--plot needs a .png or .pdf file name, got {plot}")
+        if epochs < 1:
+            raise fail(f"--epochs must be >= 1, got {epochs}")
+        from annealbench.report.figures import schedules_figure
+
+        try:
+            plot.parent.mkdir(parents=True, exist_ok=True)
+            schedules_figure(epochs).savefig(plot)
+        except OSError as exc:
+            raise fail(f"cannot write {plot}: {exc.strerror or exc}") from None
+        typer.echo(f"wrote {plot}")
+    if csv_path is not None:
+        if steps < 2:
+            raise fail(f"--steps must be >= 2 (the first and the last step), got {steps}")
+        import numpy as np
+
+        progress = np.linspace(0.0, 1.0, steps)
+        columns = {name: schedules.get(name)(progress) for name in schedules.names()}
+        try:
+            csv_path.parent.mkdir(parents=True, exist_ok=True)
+            with csv_path.open("w", newline="") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(["step", "progress", *columns])
+                for i, p in enumerate(progress):
+                    writer.writerow([i, f"{p:.6g}", *(repr(float(v[i])) for v in columns.values())])
+        except OSError as exc:
+            raise fail(f"cannot write {csv_path}: {exc.strerror or exc}") from None
+        typer.echo(f"wrote {csv_path} ({steps} steps x {len(columns)} schedules)")

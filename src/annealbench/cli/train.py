@@ -1,0 +1,81 @@
+"""``annealbench train``: one run, with a progress bar and a table of per-epoch metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from annealbench.cli.app import app, fail
+
+
+@app.command("train")
+def train_command(
+    dataset: str = typer.Option(..., "--dataset", help="mnist, fashion-mnist, svhn, cifar10, ..."),
+    model: str = typer.Option(..., "--model", help="nn2, nn3, lenet4, vgg9, resnet18, ..."),
+    method: str = typer.Option(..., "--method", help="One of the 12 methods, e.g. sig+."),
+    seed: int = typer.Option(0, "--seed", help="Trial seed: initial weights and batch order."),
+    epochs: int = typer.Option(100, "--epochs"),
+    batch_size: int = typer.Option(128, "--batch-size"),
+    subset: int | None = typer.Option(None, "--subset", help="Train on the first N images."),
+    step_per: str = typer.Option(
+        "iteration", "--step-per", help="Advance the schedule every 'iteration' or 'epoch'."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
+    data_root: Path | None = typer.Option(
+        None, "--data-root", envvar="ANNEALBENCH_DATA", help="Dataset folder."
+    ),
+    checkpoint: Path | None = typer.Option(
+        None, "--checkpoint", help="Checkpoint file: saved every epoch, resumed if present."
+    ),
+    methods_file: Path | None = typer.Option(
+        None, "--methods-file", help="TOML file with [methods.NAME] tables of your own methods."
+    ),
+    channels_last: bool = typer.Option(False, "--channels-last"),
+    bf16: bool = typer.Option(False, "--bf16", help="bf16 autocast (changes numbers)."),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model."),
+) -> None:
+    """Train one run and print its per-epoch metrics."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from annealbench import data, methods
+    from annealbench.engine import CheckpointError, ConfigError, RunConfig, train
+
+    try:
+        if methods_file is not None:
+            methods.load_file(methods_file)
+        config = RunConfig(
+            dataset=dataset,
+            model=model,
+            method=method,
+            seed=seed,
+            epochs=epochs,
+            batch_size=batch_size,
+            subset=subset,
+            step_per=step_per,  # type: ignore[arg-type]
+            device=device,
+            channels_last=channels_last,
+            bf16=bf16,
+            compile=compile_model,
+        )
+        result = train(config, data_root=data_root, checkpoint_path=checkpoint, progress=True)
+    except (ConfigError, CheckpointError, methods.MethodError, data.DataError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    table = Table(title=f"{config.label()}  [{result.status}]")
+    for col in ("epoch", "lr", "train loss", "train acc %", "test loss", "test acc %", "time s"):
+        table.add_column(col, justify="right")
+    for r in result.epochs:
+        table.add_row(
+            str(r.epoch),
+            f"{r.lr:.5f}",
+            f"{r.train_loss:.4f}",
+            f"{r.train_acc:.2f}",
+            f"{r.test_loss:.4f}",
+            f"{r.test_acc:.2f}",
+            f"{r.wall_time:.1f}",
+        )
+    Console().print(table)
+    if result.status == "diverged":
+        typer.secho(f"run diverged: {result.error}", fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(1)
