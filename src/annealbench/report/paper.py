@@ -1,0 +1,166 @@
+"""The published numbers: Tables 2 and 3 of Nakamura et al. (2021), and the naming between
+the paper and annealbench.
+
+Source: K. Nakamura, B. Derbel, K.-J. Won, B.-W. Hong, "Learning-Rate Annealing Methods for
+Deep Neural Networks", Electronics 10(16):2029, 2021. The CSV ships in
+``annealbench/reference/paper_accuracy.csv`` (552 cells: 23 rows x 12 methods x {ave, max}).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+from importlib import resources
+
+import pandas as pd
+
+CITATION = (
+    'K. Nakamura, B. Derbel, K.-J. Won, B.-W. Hong, "Learning-Rate Annealing Methods for Deep '
+    'Neural Networks", Electronics 10(16):2029, 2021 (Tables 2 and 3).'
+)
+
+# The paper's 12 methods in the order of its tables.
+PAPER_METHODS: tuple[str, ...] = (
+    "0.1",
+    "0.01",
+    "0.001",
+    "exp",
+    "str",
+    "sig",
+    "rms",
+    "adam",
+    "rep",
+    "trap",
+    "str+",
+    "sig+",
+)
+# Figures 2/4 (decay) and 3/5 (warmup) each show one subset of the methods.
+DECAY_METHODS: tuple[str, ...] = ("0.1", "exp", "str", "rms", "adam", "sig")
+WARMUP_METHODS: tuple[str, ...] = ("sig", "rep", "trap", "str+", "sig+")
+
+# Paper's model label -> annealbench model name (DenseConv is DenseNet-121).
+MODEL_FROM_PAPER: dict[str, str] = {
+    "NN-2": "nn2",
+    "NN-3": "nn3",
+    "LeNet-4": "lenet4",
+    "VGG-9": "vgg9",
+    "VGG-19": "vgg19",
+    "ResNet-18": "resnet18",
+    "ResNet-50": "resnet50",
+    "DenseConv": "densenet121",
+    "GoogLeNet": "googlenet",
+}
+PAPER_FROM_MODEL: dict[str, str] = {ours: paper for paper, ours in MODEL_FROM_PAPER.items()}
+MODEL_ORDER: tuple[str, ...] = tuple(MODEL_FROM_PAPER.values())
+
+DATASET_ORDER: tuple[str, ...] = ("mnist", "fashion-mnist", "svhn", "cifar10", "cifar100")
+DATASET_LABELS: dict[str, str] = {
+    "mnist": "MNIST",
+    "fashion-mnist": "Fashion-MNIST",
+    "svhn": "SVHN",
+    "cifar10": "CIFAR-10",
+    "cifar100": "CIFAR-100",
+}
+
+
+def dataset_key(name: str) -> str:
+    """A spelling-insensitive key: ``fashion_mnist``, ``FashionMNIST`` -> ``fashionmnist``."""
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+_PAPER_DATASET_BY_KEY = {dataset_key(name): name for name in DATASET_ORDER}
+
+
+def paper_dataset(name: str) -> str | None:
+    """The paper's spelling of a dataset name, or None when the paper did not use it."""
+    return _PAPER_DATASET_BY_KEY.get(dataset_key(name))
+
+
+def dataset_label(name: str) -> str:
+    """The paper's display name (``CIFAR-10``) or the name itself."""
+    paper = paper_dataset(name)
+    return DATASET_LABELS[paper] if paper else name
+
+
+def model_label(name: str) -> str:
+    """The paper's display name of a model (``ResNet-18``), or the name itself."""
+    return PAPER_FROM_MODEL.get(name, name)
+
+
+def ordered(values: object, order: tuple[str, ...], key=lambda v: v) -> list[str]:
+    """Unique values sorted by their position in ``order``; the rest after, alphabetically."""
+    unique = list(dict.fromkeys(str(v) for v in values))  # type: ignore[union-attr]
+    rank = {key(name): i for i, name in enumerate(order)}
+
+    def sort_key(value: str) -> tuple[int, str]:
+        return (rank.get(key(value), len(order)), value)
+
+    return sorted(unique, key=sort_key)
+
+
+def method_order() -> tuple[str, ...]:
+    """Every known method in the paper's order, then user-registered ones."""
+    try:
+        from annealbench import methods
+    except ImportError:
+        return PAPER_METHODS
+    names = tuple(methods.names())
+    return PAPER_METHODS + tuple(n for n in names if n not in PAPER_METHODS)
+
+
+def order_methods(values: object) -> list[str]:
+    """Methods in the paper's order, then any others alphabetically."""
+    return ordered(values, method_order())
+
+
+def order_models(values: object) -> list[str]:
+    """Models in the paper's table order, then any others alphabetically."""
+    return ordered(values, MODEL_ORDER)
+
+
+def order_datasets(values: object) -> list[str]:
+    """Datasets in the paper's order (Table 2 then Table 3), then any others."""
+    return ordered(values, tuple(dataset_key(d) for d in DATASET_ORDER), key=dataset_key)
+
+
+@functools.cache
+def _paper_csv() -> str:
+    return (resources.files("annealbench.reference") / "paper_accuracy.csv").read_text("utf-8")
+
+
+def paper_accuracy() -> pd.DataFrame:
+    """The published cells in annealbench's names.
+
+    Columns: dataset (paper spelling, e.g. ``fashion-mnist``), model (ours, e.g. ``densenet121``),
+    method, paper_ave, paper_max (percent).
+    """
+    frame = pd.read_csv(io.StringIO(_paper_csv()), dtype={"method": str})
+    unknown = set(frame["model"]) - set(MODEL_FROM_PAPER)
+    if unknown:  # the shipped file and this mapping must agree
+        raise ValueError(f"paper_accuracy.csv has models without a mapping: {sorted(unknown)}")
+    frame["model"] = frame["model"].map(MODEL_FROM_PAPER)
+    wide = frame.pivot_table(
+        index=["dataset", "model", "method"],
+        columns="statistic",
+        values="accuracy_percent",
+        aggfunc="first",
+    )
+    wide = wide.rename(columns={"ave": "paper_ave", "max": "paper_max"}).reset_index()
+    wide.columns.name = None
+    return wide[["dataset", "model", "method", "paper_ave", "paper_max"]]
+
+
+def attach_paper(frame: pd.DataFrame) -> pd.DataFrame:
+    """Add ``paper_ave`` and ``paper_max`` to a frame with dataset, model, method columns.
+
+    Dataset names are matched spelling-insensitively (``fashion_mnist`` = ``fashion-mnist``);
+    cells the paper did not report get NaN.
+    """
+    paper = paper_accuracy()
+    paper["_key"] = paper["dataset"].map(dataset_key)
+    out = frame.copy()
+    out["_key"] = out["dataset"].astype(str).map(dataset_key)
+    merged = out.merge(
+        paper.drop(columns="dataset"), on=["_key", "model", "method"], how="left", validate="m:1"
+    )
+    return merged.drop(columns="_key")
