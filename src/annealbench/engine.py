@@ -254,7 +254,12 @@ def _build(config: RunConfig, device: torch.device, data_root: str | Path | None
     # Same seed -> same initial weights, whatever the method (paired trials).
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        model = models_mod.build(config.model, spec.input_shape, spec.num_classes)
+        try:
+            model = models_mod.build(config.model, spec.input_shape, spec.num_classes)
+        except ValueError as exc:
+            raise ConfigError(
+                f"model {config.model!r} does not fit {config.dataset}: {exc}"
+            ) from None
     model = model.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)

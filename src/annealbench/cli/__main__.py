@@ -1,0 +1,5 @@
+"""``python -m annealbench.cli``."""
+
+from annealbench.cli import main
+
+main()
