@@ -1,0 +1,420 @@
+"""Assemble the report: analyse the store's frames, then write CSVs, tables, figures and HTML."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from annealbench.report import figures, stats, tables
+from annealbench.report.html import Page
+from annealbench.report.paper import CITATION, dataset_label, order_datasets
+
+RUN_COLUMNS = ["run_id", "dataset", "model", "method", "seed", "status"]
+EPOCH_COLUMNS = ["run_id", "epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc"]
+EPOCHS_CSV_COLUMNS = [
+    "dataset",
+    "model",
+    "method",
+    "seed",
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_acc",
+    "test_loss",
+    "test_acc",
+    "wall_time",
+    "status",
+    "run_id",
+]
+
+DEFINITIONS: list[tuple[str, str]] = [
+    (
+        "score of a run",
+        "the mean test accuracy (%) over the last 10% of the run's epochs "
+        "(floor(0.1 x epochs), at least one epoch): 10 epochs of a 100-epoch run.",
+    ),
+    ("trials", "finished runs of a cell (dataset, model, method); each seed is one trial."),
+    ("ave", "the mean of the scores over the trials (the paper's 'average')."),
+    ("max", "the best trial's score (the paper's 'maximum')."),
+    ("peak", "the best single-epoch test accuracy over all epochs of all trials."),
+    ("std", "the sample standard deviation of the scores (ddof = 1)."),
+    (
+        "95% CI",
+        "ave ± t(0.975, trials-1) x std / sqrt(trials): the t-distribution interval of the mean "
+        "score; undefined with one trial.",
+    ),
+    (
+        "diverged",
+        "runs stopped by a non-finite loss. They are counted (†k) and left out of every "
+        "statistic, never averaged in as chance-level accuracy.",
+    ),
+    (
+        "paired tests",
+        "each method against the row's best method (highest ave) and against sig+, paired by "
+        "seed (same seed = same initial weights and batch order), over the seeds both finished. "
+        "Wilcoxon signed-rank (two-sided) with at least 6 pairs, a paired t-test with 2 to 5 "
+        "(the Wilcoxon test cannot reach p < 0.05 with fewer than 6 pairs), none with fewer. "
+        "Holm's correction over the comparisons of one row against one reference; significant "
+        "means Holm-adjusted p < 0.05. diff = mean of (method - reference).",
+    ),
+    (
+        "average rank",
+        "each method's rank by ave within each row (1 = best, ties share their mean rank), "
+        "averaged over the rows where it finished; the Friedman test asks whether the methods "
+        "rank alike over the rows where all of them finished.",
+    ),
+]
+
+
+class ReportError(RuntimeError):
+    """The report cannot be made: no runs, or an output folder that cannot be written."""
+
+
+@dataclass
+class Analysis:
+    """Everything the report shows, as DataFrames computed from the store's two frames."""
+
+    runs: pd.DataFrame
+    epochs: pd.DataFrame
+    scores: pd.DataFrame
+    summary: pd.DataFrame
+    tests: pd.DataFrame
+    ranks: pd.DataFrame
+    friedman: dict[str, float | int] | None
+    missing: pd.DataFrame
+
+    @property
+    def done_epochs(self) -> pd.DataFrame:
+        """Epochs of finished runs only (what the curves average)."""
+        done = self.runs.loc[self.runs["status"] == stats.DONE, "run_id"]
+        return self.epochs[self.epochs["run_id"].isin(done)]
+
+    @property
+    def datasets(self) -> list[str]:
+        return order_datasets(self.summary["dataset"])
+
+
+def analyze(runs: pd.DataFrame, epochs: pd.DataFrame) -> Analysis:
+    """Scores, per-cell summary, paired tests and ranks from ``runs_frame``/``epochs_frame``."""
+    missing_columns = [c for c in RUN_COLUMNS if c not in runs] + [
+        c for c in EPOCH_COLUMNS if c not in epochs
+    ]
+    if missing_columns:
+        raise ReportError(f"the store's frames lack the columns {missing_columns}")
+    if runs.empty:
+        raise ReportError("the store holds no runs: nothing to report")
+    runs = runs.copy()
+    runs["method"] = runs["method"].astype(str)
+    # The run's key and status come from the runs frame (the source of truth for statuses).
+    own = [c for c in epochs.columns if c in EPOCH_COLUMNS or c == "wall_time"]
+    epochs = epochs[own].merge(runs[RUN_COLUMNS], on="run_id", how="inner")
+    epochs = epochs[[c for c in EPOCHS_CSV_COLUMNS if c in epochs]]
+    try:
+        scores = stats.run_scores(runs, epochs)
+    except ValueError as exc:
+        raise ReportError(str(exc)) from exc
+    summary = stats.summarize(runs, scores)
+    return Analysis(
+        runs=runs,
+        epochs=stats.sort_cells(epochs).reset_index(drop=True) if len(epochs) else epochs,
+        scores=scores,
+        summary=summary,
+        tests=stats.paired_tests(summary, scores),
+        ranks=stats.average_ranks(summary),
+        friedman=stats.friedman(summary),
+        missing=stats.missing_runs(summary),
+    )
+
+
+@dataclass
+class ReportFiles:
+    """The paths written by :func:`write_report`."""
+
+    folder: Path
+    html: Path
+    files: list[Path] = field(default_factory=list)
+
+
+def check_writable(folder: Path) -> None:
+    """Create ``folder`` if needed and prove a file can be written there, before any work."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ReportError(
+            f"cannot write the report to {folder}: {reason}; pass a writable --out folder"
+        ) from exc
+
+
+def _write_text(path: Path, text: str, written: list[Path]) -> None:
+    path.write_text(text, encoding="utf-8")
+    written.append(path)
+
+
+def _write_csv(path: Path, frame: pd.DataFrame, written: list[Path]) -> None:
+    frame.to_csv(path, index=False, float_format="%.6g")
+    written.append(path)
+
+
+SUMMARY_COLUMNS = [
+    "dataset",
+    "model",
+    "method",
+    "trials",
+    "diverged",
+    "missing",
+    "missing_detail",
+    "runs",
+    "epochs",
+    "ave",
+    "max",
+    "peak",
+    "std",
+    "ci_low",
+    "ci_high",
+    "paper_ave",
+    "paper_max",
+    "diff_ave",
+    "diff_max",
+]
+
+
+def _counts_line(analysis: Analysis) -> str:
+    counts = analysis.runs["status"].value_counts()
+    parts = [
+        f"{counts.get(s, 0)} {s}" for s in ("done", "diverged", "failed", "running", "pending")
+    ]
+    return f"{len(analysis.runs)} runs: " + ", ".join(p for p in parts if not p.startswith("0 "))
+
+
+def write_report(
+    analysis: Analysis,
+    out: str | os.PathLike[str],
+    *,
+    source: str = "",
+    schedule_epochs: int = 100,
+) -> ReportFiles:
+    """Write every report file into ``out`` (created if needed); return their paths."""
+    folder = Path(out)
+    check_writable(folder)
+    figure_folder = folder / "figures"
+    check_writable(figure_folder)
+    written: list[Path] = []
+    summary = analysis.summary
+
+    _write_csv(folder / "summary.csv", summary[SUMMARY_COLUMNS], written)
+    _write_csv(folder / "epochs.csv", analysis.epochs, written)
+    _write_csv(folder / "scores.csv", analysis.scores, written)
+    _write_csv(folder / "paired_tests.csv", analysis.tests, written)
+    _write_csv(folder / "ranks.csv", analysis.ranks, written)
+    _write_csv(folder / "missing.csv", analysis.missing, written)
+
+    title = "annealbench report" + (f": {source}" if source else "")
+    page = Page(title)
+    markdown = [f"# {title}", "", _counts_line(analysis), ""]
+    latex = [f"% {title}", "% needs \\usepackage{booktabs}", ""]
+
+    page.paragraph(
+        f"{_counts_line(analysis)}. Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. "
+        f"Published numbers: {CITATION}"
+    )
+    if not analysis.missing.empty:
+        n_missing = int(analysis.missing["missing"].sum())
+        page.raw(
+            f'<p class="note">This study is not finished: runs not done yet: {n_missing} '
+            '(see <a href="#missing">missing runs</a>); every number below uses the finished '
+            "runs only.</p>"
+        )
+    page.heading("Definitions")
+    page.definitions(DEFINITIONS)
+    markdown += ["## Definitions", ""] + [f"- **{t}**: {d}" for t, d in DEFINITIONS] + [""]
+
+    for dataset in analysis.datasets:
+        label = dataset_label(dataset)
+        anchor = "ds-" + "".join(ch for ch in dataset if ch.isalnum())
+        caption = tables.dataset_caption(dataset, summary)
+        page.heading(label, anchor=anchor)
+        markdown += [f"## {label}", ""]
+
+        page.heading("Accuracy in the paper's layout", level=3)
+        page.paragraph(caption, "small")
+        page.raw(tables.to_html(tables.paper_layout(summary, dataset, tables.HTML)))
+        page.paragraph(tables.LEGEND.replace("`", ""), "legend")
+        markdown += [
+            caption,
+            "",
+            tables.paper_markdown(tables.paper_layout(summary, dataset, tables.MARKDOWN)),
+            "",
+            tables.LEGEND,
+            "",
+        ]
+        latex.append(
+            tables.to_latex(
+                tables.paper_layout(summary, dataset, tables.LATEX),
+                caption=caption + " " + tables.LEGEND.replace("`", ""),
+                label=f"tab:{anchor}",
+            )
+        )
+
+        compare = tables.side_by_side(summary, dataset)
+        page.heading("Ours next to the paper's", level=3)
+        if compare.empty:
+            page.paragraph("The paper reports no cell of this dataset that this store finished.")
+        else:
+            page.paragraph(
+                "Δ = ours - paper's, in accuracy points. The paper ran 10 trials of 100 epochs "
+                "per cell; compare trials and epochs before reading the differences.",
+                "small",
+            )
+            page.raw(tables.to_html(compare, index=False))
+            markdown += ["### Ours next to the paper's", "", tables.to_markdown(compare, False), ""]
+            latex.append(
+                tables.to_latex(
+                    compare.rename(columns=lambda c: c.replace("Δ", "diff")),
+                    caption=f"{label}: our accuracy next to the paper's ({CITATION})",
+                    label=f"tab:{anchor}-paper",
+                    index=False,
+                )
+            )
+
+        for against, heading in (("best", "the row's best method"), ("sig+", "sig+")):
+            html_matrix = tables.tests_matrix(analysis.tests, dataset, against, tables.HTML)
+            if html_matrix.empty:
+                continue
+            text = (
+                f"Paired tests against {heading}: mean difference (method - reference) over "
+                "paired trials and Holm-adjusted p; bold = significant at 0.05; n = pairs when "
+                "too few to test."
+            )
+            page.heading(f"Paired tests against {heading}", level=3)
+            page.paragraph(text, "small")
+            page.raw(tables.to_html(html_matrix))
+            md_matrix = tables.tests_matrix(analysis.tests, dataset, against, tables.MARKDOWN)
+            markdown += [f"### {text}", "", tables.to_markdown(md_matrix), ""]
+            weak = stats.unreachable_families(analysis.tests)
+            weak = weak[(weak["dataset"] == dataset) & (weak["against"] == against)]
+            if not weak.empty:
+                worst = weak.iloc[0]
+                note = (
+                    f"Too few trials for a Wilcoxon comparison to be significant in {len(weak)} "
+                    f"row(s): with {int(worst['pairs'])} pairs its smallest p is "
+                    f"{worst['smallest_p']:.3g}, and Holm over {int(worst['comparisons'])} such "
+                    f"comparisons needs p < {stats.ALPHA / worst['comparisons']:.3g}; "
+                    "run more seeds."
+                )
+                page.paragraph(note, "note")
+                markdown += [note, ""]
+
+        done = analysis.done_epochs
+        if (done["dataset"] == dataset).any():
+            png = figures.save(
+                figures.accuracy_figure(done, dataset), figure_folder, f"accuracy_{anchor[3:]}"
+            )
+            written += png[:2]
+            page.figure(
+                png[2],
+                f"{label} accuracy over epochs",
+                f"{label}: test accuracy over epochs, mean over finished trials with a band of "
+                "one standard deviation; top: decay methods (Figures 2/4 of the paper), "
+                "then warmup methods (Figures 3/5), then other methods of the study.",
+            )
+            if done.loc[done["dataset"] == dataset, "lr"].notna().any():
+                png = figures.save(
+                    figures.lr_figure(done, dataset), figure_folder, f"lr_{anchor[3:]}"
+                )
+                written += png[:2]
+                page.figure(
+                    png[2],
+                    f"{label} learning rates used",
+                    f"{label}: the learning rate each run used (the rate of each epoch's last "
+                    "step, as stored); for rms and adam it is the base rate of the optimizer.",
+                )
+        else:
+            page.paragraph("No run of this dataset has finished yet: no curves to draw.")
+
+    page.heading("Which method wins overall")
+    if analysis.ranks.empty:
+        page.paragraph("No run has finished yet.")
+    else:
+        ranks = analysis.ranks.rename(columns={"mean_rank": "average rank"})
+        page.raw(tables.to_html(ranks, index=False))
+        markdown += ["## Average rank over all rows", "", tables.to_markdown(ranks, False), ""]
+    if analysis.friedman:
+        f = analysis.friedman
+        line = (
+            f"Friedman test over {f['rows']} rows where all {f['methods']} methods finished: "
+            f"chi2 = {f['statistic']:.2f}, p = {f['p_value']:.3g}."
+        )
+    else:
+        line = "Friedman test: not run (it needs 3 methods and 2 rows where all of them finished)."
+    page.paragraph(line)
+    markdown += [line, ""]
+
+    page.heading("Figure 1: the schedules")
+    png = figures.save(figures.schedules_figure(schedule_epochs), figure_folder, "schedules")
+    written += png[:2]
+    page.figure(
+        png[2],
+        "learning-rate schedules",
+        f"Learning rate over the epochs of a {schedule_epochs}-epoch run (the paper's Figure 1): "
+        "top row decay (0.1, exp, str, sig), bottom row warmup (rep, trap, str+, sig+).",
+    )
+
+    page.heading("Missing runs", anchor="missing")
+    if analysis.missing.empty:
+        page.paragraph("None: every run in the store is done or diverged.")
+    else:
+        page.raw(tables.to_html(analysis.missing, index=False))
+        markdown += ["## Missing runs", "", tables.to_markdown(analysis.missing, False), ""]
+    page.heading("Files")
+    page.paragraph(
+        "summary.csv (one row per cell), scores.csv (one row per finished run), epochs.csv (one "
+        "row per run and epoch, every status), paired_tests.csv, ranks.csv, missing.csv, "
+        "tables.md, tables.tex, figures/*.png and *.pdf, next to this page."
+    )
+    markdown += [f"Published numbers: {CITATION}", ""]
+
+    _write_text(folder / "tables.md", "\n".join(markdown), written)
+    _write_text(folder / "tables.tex", "\n\n".join(latex), written)
+    html_path = folder / "report.html"
+    _write_text(html_path, page.render(), written)
+    return ReportFiles(folder=folder, html=html_path, files=written)
+
+
+def report_store(
+    store: str | os.PathLike[str], out: str | os.PathLike[str], study: str | None = None
+) -> ReportFiles:
+    """Read a results store (read-only) and write its report into ``out``.
+
+    Raises :class:`ReportError` (or the store's ``StoreError``) with a message for the user.
+    """
+    from annealbench.store import Store
+
+    path = Path(store)
+    if not path.exists():
+        raise ReportError(f"no results store at {path}; run `annealbench run` first")
+    if path.is_dir():
+        raise ReportError(f"{path} is a folder, not a results store file")
+    check_writable(Path(out))
+    with Store(path, readonly=True) as handle:
+        names = handle.study_names()
+        if study is not None and study not in names:
+            raise ReportError(f"no study {study!r} in {path}; studies there: {names or 'none'}")
+        if study is None and len(names) > 1:
+            raise ReportError(
+                f"{path} holds several studies ({', '.join(names)}); pass --study NAME"
+            )
+        runs = handle.runs_frame(study)
+        epochs = handle.epochs_frame(study)
+    if runs.empty:
+        raise ReportError(f"the store {path} holds no runs; run `annealbench run` first")
+    analysis = analyze(runs, epochs)
+    label = f"{path.name}" + (f" (study {study})" if study else "")
+    return write_report(analysis, out, source=label)

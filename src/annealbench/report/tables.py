@@ -1,0 +1,225 @@
+"""Tables: the paper's layout (Tables 2 and 3), the published numbers side by side, the paired
+tests and the ranks, rendered as Markdown, LaTeX and HTML from one string frame each."""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+
+from annealbench.report.paper import dataset_label, model_label, order_methods, order_models
+
+DIGITS = 2
+
+LEGEND = (
+    "Bold: best of the row. †k: k trials diverged (not averaged in). "
+    "*: cell incomplete (runs pending, running or failed; see the missing runs). "
+    "`div`: every finished trial diverged. `…`: no trial finished yet. Blank: not in this study."
+)
+
+
+@dataclass(frozen=True)
+class Flavor:
+    """How one output format writes emphasis and markers."""
+
+    bold: Callable[[str], str]
+    dagger: Callable[[int], str]
+    star: str
+    escape: Callable[[str], str]
+    newline: str = " "
+
+
+MARKDOWN = Flavor(lambda s: f"**{s}**", lambda k: f"†{k}", "\\*", lambda s: s)
+HTML = Flavor(
+    lambda s: f"<b>{s}</b>", lambda k: f"<sup>†{k}</sup>", "<sup>*</sup>", html.escape, "<br>"
+)
+LATEX = Flavor(
+    lambda s: f"\\textbf{{{s}}}",
+    lambda k: f"$^{{\\dagger{k}}}$",
+    "$^{*}$",
+    lambda s: s.replace("_", "\\_").replace("%", "\\%").replace("&", "\\&").replace("#", "\\#"),
+)
+
+
+def _number(value: float, digits: int = DIGITS) -> str:
+    return (
+        ""
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else (f"{value:.{digits}f}")
+    )
+
+
+def _cell(cell: pd.Series, statistic: str, best: bool, flavor: Flavor) -> str:
+    """One table cell: the value (bold if best) with its diverged/incomplete markers."""
+    if cell["trials"] > 0:
+        text = _number(cell[statistic])
+        text = flavor.bold(text) if best else text
+    elif cell["diverged"] > 0:
+        text = "div"
+    else:
+        text = "…"
+    if cell["diverged"] > 0:
+        text += flavor.dagger(int(cell["diverged"]))
+    if cell["missing"] > 0:
+        text += flavor.star
+    return text
+
+
+def paper_layout(summary: pd.DataFrame, dataset: str, flavor: Flavor) -> pd.DataFrame:
+    """One dataset in the layout of Tables 2/3: rows (ave|max, model), columns the methods.
+
+    Only the methods and models of the study appear; the best finished cell of each row
+    (highest ``ave`` in the ave block, highest ``max`` in the max block) is bold, ties all bold.
+    """
+    cells = summary[summary["dataset"] == dataset]
+    methods = order_methods(cells["method"])
+    models = order_models(cells["model"])
+    by_key = cells.set_index(["model", "method"])
+    blocks = {}
+    for statistic in ("ave", "max"):
+        rows = {}
+        for model in models:
+            row_cells = cells[(cells["model"] == model) & (cells["trials"] > 0)]
+            top = row_cells[statistic].max() if len(row_cells) else math.nan
+            texts = []
+            for method in methods:
+                if (model, method) not in by_key.index:
+                    texts.append("")
+                    continue
+                cell = by_key.loc[(model, method)]
+                best = cell["trials"] > 0 and math.isclose(cell[statistic], top, abs_tol=1e-9)
+                texts.append(_cell(cell, statistic, bool(best), flavor))
+            rows[flavor.escape(model_label(model))] = texts
+        blocks[statistic] = pd.DataFrame.from_dict(rows, orient="index", columns=methods)
+    table = pd.concat(blocks, names=[None, None])
+    table.columns = [flavor.escape(m) for m in methods]
+    return table
+
+
+def side_by_side(summary: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """Ours next to the paper's for every finished cell the paper reported (numbers, not text)."""
+    cells = summary[
+        (summary["dataset"] == dataset) & (summary["trials"] > 0) & summary["paper_ave"].notna()
+    ]
+    table = pd.DataFrame(
+        {
+            "model": cells["model"].map(model_label),
+            "method": cells["method"],
+            "trials": cells["trials"].astype(int),
+            "ave": cells["ave"],
+            "paper ave": cells["paper_ave"],
+            "Δ ave": cells["diff_ave"],
+            "max": cells["max"],
+            "paper max": cells["paper_max"],
+            "Δ max": cells["diff_max"],
+        }
+    )
+    return table.reset_index(drop=True)
+
+
+def tests_matrix(tests: pd.DataFrame, dataset: str, against: str, flavor: Flavor) -> pd.DataFrame:
+    """Paired tests of one dataset as rows = models, columns = methods.
+
+    A cell reads ``-0.31 (p=0.004)``: mean difference method - reference over paired trials and
+    the Holm-corrected p-value, bold when significant; the reference itself reads ``ref``.
+    """
+    rows = tests[(tests["dataset"] == dataset) & (tests["against"] == against)]
+    if rows.empty:
+        return pd.DataFrame()
+    methods = order_methods(pd.concat([rows["method"], rows["reference"]]))
+    out = {}
+    for model in order_models(rows["model"]):
+        mine = rows[rows["model"] == model].set_index("method")
+        reference = mine["reference"].iloc[0]
+        texts = []
+        for method in methods:
+            if method == reference:
+                texts.append("ref")
+            elif method not in mine.index:
+                texts.append("")
+            else:
+                t = mine.loc[method]
+                if t["test"] == "none":
+                    texts.append(f"{t['diff']:+.2f}{flavor.newline}(n={t['pairs']})")
+                    continue
+                text = f"{t['diff']:+.2f}{flavor.newline}(p={t['p_holm']:.3g})"
+                texts.append(flavor.bold(text) if t["significant"] else text)
+        out[flavor.escape(model_label(model))] = texts
+    return pd.DataFrame.from_dict(out, orient="index", columns=[flavor.escape(m) for m in methods])
+
+
+def paper_markdown(table: pd.DataFrame) -> str:
+    """The paper-layout table as the paper prints it: an ``ave`` block, then a ``max`` block,
+    each headed by its statistic."""
+    blocks = []
+    for statistic in table.index.get_level_values(0).unique():
+        block = table.loc[statistic]
+        block.index.name = None
+        blocks.append(to_markdown(block, index=True, corner=statistic))
+    return "\n\n".join(blocks)
+
+
+def format_numbers(frame: pd.DataFrame, digits: int = DIGITS) -> pd.DataFrame:
+    """Floats as fixed-point strings (NaN as blank); other columns as they are."""
+    out = frame.copy()
+    for column in out.columns:
+        if pd.api.types.is_float_dtype(out[column]):
+            out[column] = out[column].map(lambda v: _number(v, digits))
+    return out
+
+
+def to_markdown(frame: pd.DataFrame, index: bool = True, corner: str = "") -> str:
+    """A GitHub-flavoured Markdown table (pipes in cells are escaped); ``corner`` heads the
+    index column."""
+    frame = format_numbers(frame)
+    if index:
+        if isinstance(frame.index, pd.MultiIndex):
+            labels = [" ".join(str(part) for part in key if part != "") for key in frame.index]
+        else:
+            labels = [str(key) for key in frame.index]
+        frame = frame.copy()
+        frame.insert(0, corner, labels)
+
+    def clean(value: object) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    header = "| " + " | ".join(clean(c) for c in frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    body = ["| " + " | ".join(clean(v) for v in row) + " |" for row in frame.itertuples(False)]
+    return "\n".join([header, rule, *body])
+
+
+def to_latex(frame: pd.DataFrame, caption: str, label: str, index: bool = True) -> str:
+    """A LaTeX table (booktabs) via pandas; cells are already LaTeX-escaped strings."""
+    frame = format_numbers(frame)
+    frame.columns = [LATEX.escape(str(c)) for c in frame.columns]
+    return frame.to_latex(
+        index=index,
+        escape=False,
+        caption=LATEX.escape(caption),
+        label=label,
+        column_format=None,
+        multirow=True,
+    )
+
+
+def to_html(frame: pd.DataFrame, index: bool = True, css_class: str = "results") -> str:
+    """An HTML table; cells are already HTML-escaped strings."""
+    frame = format_numbers(frame)
+    table = frame.to_html(index=index, escape=False, classes=css_class, border=0, na_rep="")
+    return f'<div class="scroll">{table}</div>'
+
+
+def dataset_caption(dataset: str, summary: pd.DataFrame) -> str:
+    """The caption of a paper-layout table: dataset, trials per cell, what ave and max are."""
+    cells = summary[summary["dataset"] == dataset]
+    trials = sorted(set(cells["trials"].astype(int)))
+    span = f"{trials[0]}" if len(trials) == 1 else f"{trials[0]}-{trials[-1]}"
+    return (
+        f"Test accuracy (%) on {dataset_label(dataset)}: ave = mean over trials of each run's "
+        f"mean test accuracy over its last 10% of epochs; max = the best trial's. "
+        f"Trials per cell: {span}."
+    )
