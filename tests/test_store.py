@@ -285,7 +285,16 @@ def test_status_frame_counts_per_dataset_and_model(store: Store) -> None:
     store.finish_run(store.claim_next(study), "done")
     store.finish_run(store.claim_next(study), "diverged")
     store.claim_next(study)
-    row = store.status_frame("s").iloc[0].to_dict()
+    frame = store.status_frame("s")
+    assert list(frame.columns[3:]) == [
+        "total",
+        "done",
+        "running",
+        "diverged",
+        "failed",
+        "remaining",
+    ]
+    row = frame.iloc[0].to_dict()
     assert row == {
         "study": "s",
         "dataset": "fashion-mnist",

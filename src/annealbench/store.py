@@ -693,16 +693,19 @@ class Store:
         return frame
 
     def status_frame(self, study: str | None = None) -> pd.DataFrame:
-        """Run counts per study, dataset and model: total, done, running, diverged, failed,
+        """Run counts per study, dataset and model: total, done, running, diverged, failed and
         remaining (pending or running)."""
         runs = self.runs_frame(study)
         columns = ["study", "dataset", "model"]
         if runs.empty:
-            return pd.DataFrame(columns=[*columns, "total", *STATUSES[1:], "remaining"])
+            return pd.DataFrame(
+                columns=[*columns, "total", "done", "running", "diverged", "failed", "remaining"]
+            )
         counts = pd.crosstab([runs[c] for c in columns], runs["status"])
         counts = counts.reindex(columns=list(STATUSES), fill_value=0)
         counts.insert(0, "total", counts.sum(axis=1))
         counts["remaining"] = counts["pending"] + counts["running"]
-        counts = counts.drop(columns="pending").reset_index()
+        numbers = ["total", "done", "running", "diverged", "failed", "remaining"]
+        counts = counts[numbers].reset_index()
         counts.columns.name = None
         return counts

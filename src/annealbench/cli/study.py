@@ -1,0 +1,252 @@
+"""``annealbench run | status | presets | export``: run a study grid, watch it, list presets,
+export its tables."""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+from pathlib import Path
+
+import typer
+
+from annealbench.cli.app import app, fail
+
+DEFAULT_STORE = Path("annealbench.sqlite")
+
+
+def _split(value: str | None) -> tuple[str, ...] | None:
+    """A comma-separated option as a tuple (None when the option was not given)."""
+    if value is None:
+        return None
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+@app.command("run")
+def run_command(
+    preset: str | None = typer.Option(
+        None, "--preset", help="A shipped study (see `annealbench presets`); options override it."
+    ),
+    datasets: str | None = typer.Option(None, "--datasets", help="e.g. mnist,fashion-mnist"),
+    models: str | None = typer.Option(None, "--models", help="e.g. nn2,nn3,lenet4,vgg9"),
+    methods: str | None = typer.Option(
+        None, "--methods", help="e.g. sig+,str+,adam [default: the paper's 12]"
+    ),
+    trials: int | None = typer.Option(None, "--trials", help="Seeds 0..N-1 [default: 10]"),
+    epochs: int | None = typer.Option(None, "--epochs", help="[default: 100]"),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="[default: 128]"),
+    subset: int | None = typer.Option(None, "--subset", help="Train on the first N images."),
+    step_per: str | None = typer.Option(
+        None, "--step-per", help="Advance schedules every 'iteration' (default) or 'epoch'."
+    ),
+    device: str | None = typer.Option(
+        None, "--device", help="auto, cpu, cuda, ... (not part of the study: resume anywhere)"
+    ),
+    store: Path = typer.Option(DEFAULT_STORE, "--store", help="SQLite results file."),
+    study: str | None = typer.Option(
+        None, "--study", help="Study name in the store [default: the preset's name or 'default']"
+    ),
+    executor: str = typer.Option("local", "--executor", help="local or ray"),
+    workers: int = typer.Option(
+        1, "--workers", help="Local worker processes (CPU threads split, or one GPU each)."
+    ),
+    threads: int | None = typer.Option(
+        None, "--threads", help="CPU threads per local worker [default: cores / workers]"
+    ),
+    address: str | None = typer.Option(
+        None, "--address", help="Ray cluster address, e.g. ray://head:10001 or auto."
+    ),
+    cpus_per_run: float = typer.Option(1.0, "--cpus-per-run", help="Ray: num_cpus per run."),
+    gpu_fraction: float | None = typer.Option(
+        None, "--gpu-fraction", help="Ray: num_gpus per run, e.g. 0.25 packs 4 runs per GPU."
+    ),
+    max_retries: int = typer.Option(
+        2, "--max-retries", help="Retries of a run whose worker process dies."
+    ),
+    data_root: Path | None = typer.Option(
+        None, "--data-root", envvar="ANNEALBENCH_DATA", help="Dataset folder."
+    ),
+    checkpoint_dir: Path | None = typer.Option(
+        None, "--checkpoint-dir", help="Per-run checkpoints [default: <store>.checkpoints]"
+    ),
+    methods_file: Path | None = typer.Option(
+        None, "--methods-file", help="TOML file with [methods.NAME] tables of your own methods."
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
+) -> None:
+    """Run a study grid (or a --preset), resuming whatever an earlier run left unfinished."""
+    from annealbench import data
+    from annealbench import methods as methods_module
+    from annealbench.engine import ConfigError
+    from annealbench.executors import ExecutorError
+    from annealbench.store import StoreError
+    from annealbench.study import Study, StudyError, load_preset, paper_methods, resume_hint
+    from annealbench.study import run_study as run
+
+    options = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "subset": subset,
+        "step_per": step_per,
+        "device": device,
+    }
+    try:
+        if methods_file is not None:
+            methods_module.load_file(methods_file)
+        if preset is not None:
+            grid = load_preset(
+                preset, datasets=_split(datasets), models=_split(models),
+                methods=_split(methods), trials=trials, **options,
+            )  # fmt: skip
+            if study is not None:
+                grid = dataclasses.replace(grid, name=study)
+        else:
+            if datasets is None or models is None:
+                raise fail(
+                    "give --datasets and --models (comma lists), or --preset NAME "
+                    "(see `annealbench presets`)"
+                )
+            grid = Study(
+                name=study or "default",
+                datasets=_split(datasets) or (),
+                models=_split(models) or (),
+                methods=_split(methods) if methods is not None else paper_methods(),
+                trials=10 if trials is None else trials,
+                options={"epochs": 100, **{k: v for k, v in options.items() if v is not None}},
+            )
+        print(
+            f"study {grid.name!r}: {grid.n_runs} runs "
+            f"({len(grid.datasets)} datasets x {len(grid.models)} models x "
+            f"{len(grid.methods)} methods x {grid.trials} trials) -> {store}"
+        )
+        # A scheduler's SIGTERM stops the study as cleanly as Ctrl-C.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        outcome = run(
+            grid, store, executor=executor, workers=workers, threads=threads,
+            data_root=data_root, checkpoint_dir=checkpoint_dir, address=address,
+            cpus_per_run=cpus_per_run, gpu_fraction=gpu_fraction, max_retries=max_retries,
+            progress=progress,
+        )  # fmt: skip
+    except (StudyError, StoreError, ExecutorError, ConfigError, methods_module.MethodError,
+            data.DataError) as exc:  # fmt: skip
+        raise fail(str(exc)) from None
+    counts = outcome.counts
+    summary = ", ".join(
+        f"{counts.get(s, 0)} {s}" for s in ("done", "diverged", "failed", "running", "pending")
+    )
+    print(f"study {outcome.study!r} in {store}: {summary} of {outcome.total} runs")
+    if outcome.interrupted:
+        typer.secho(
+            f"stopped. Resume with the same command:\n  {resume_hint()}",
+            fg=typer.colors.YELLOW, err=True,
+        )  # fmt: skip
+        raise typer.Exit(130)
+    if counts.get("failed"):
+        typer.secho(
+            f"{counts['failed']} run(s) failed (errors in `annealbench status --store {store}` "
+            "and the run table); rerunning the same command retries them.",
+            fg=typer.colors.RED, err=True,
+        )  # fmt: skip
+        raise typer.Exit(1)
+    if outcome.remaining:
+        print(f"{outcome.remaining} run(s) are still being trained by other processes.")
+    else:
+        print(f"next: annealbench report --store {store}")
+
+
+@app.command("status")
+def status_command(
+    store: Path = typer.Option(DEFAULT_STORE, "--store", help="SQLite results file."),
+    study: str | None = typer.Option(None, "--study", help="Only this study."),
+) -> None:
+    """Print done, running, diverged, failed and remaining runs per dataset and model."""
+    import pandas as pd
+
+    from annealbench.store import Store, StoreError
+
+    try:
+        with Store(store, readonly=True) as s:
+            if study is not None:
+                s.study_id(study)
+            counts = s.status_frame(study)
+            runs = s.runs_frame(study)
+    except StoreError as exc:
+        raise fail(str(exc)) from None
+    if counts.empty:
+        print(f"{store} holds no runs yet")
+        return
+    numbers = ["total", "done", "running", "diverged", "failed", "remaining"]
+    totals = pd.DataFrame([{"study": "all", "dataset": "", "model": "", **counts[numbers].sum()}])
+    print(pd.concat([counts, totals], ignore_index=True).to_string(index=False))
+    failed = runs[runs["status"] == "failed"]
+    for row in failed.head(10).itertuples(index=False):
+        print(f"failed: {row.dataset}/{row.model}/{row.method}/seed{row.seed}: {row.error}")
+    if len(failed) > 10:
+        print(f"... and {len(failed) - 10} more failed runs (see `annealbench export`)")
+
+
+def _amount(value: float) -> str:
+    return "<0.1" if value < 0.1 else f"{value:,.1f}"
+
+
+@app.command("presets")
+def presets_command() -> None:
+    """List the shipped study presets with their size and estimated compute."""
+    from annealbench.study import ASSUMED_GPU_FLOPS, estimate, load_preset, preset_names
+
+    print(f"{'preset':<20} {'runs':>5} {'epochs':>6} {'PFLOP':>8} {'GPU-h*':>7}  grid")
+    for name in preset_names():
+        est, study = estimate(name), load_preset(name)
+        grid = (
+            f"{','.join(study.datasets)} x {','.join(study.models)} x "
+            f"{len(study.methods)} methods x {study.trials} trials"
+        )
+        if study.options.get("subset"):
+            grid += f", {study.options['subset']} training images"
+        print(
+            f"{name:<20} {est['runs']:>5} {est['epochs']:>6} {_amount(est['pflop']):>8} "
+            f"{_amount(est['gpu_hours']):>7}  {grid}"
+        )
+        if est["measured"]:
+            print(f"{'':<20} measured: {est['measured']}")
+    print(
+        f"* GPU-hours at an assumed {ASSUMED_GPU_FLOPS / 1e12:.0f} TFLOP/s sustained; the small "
+        "models run far below that, so read it as a lower bound. Run one with "
+        "`annealbench run --preset NAME`."
+    )
+
+
+@app.command("export")
+def export_command(
+    store: Path = typer.Option(DEFAULT_STORE, "--store", help="SQLite results file."),
+    out: Path = typer.Option(Path("export"), "--out", help="Folder for runs.* and epochs.*"),
+    format: str = typer.Option("csv", "--format", help="csv or parquet"),
+    study: str | None = typer.Option(None, "--study", help="Only this study."),
+) -> None:
+    """Write the run and epoch tables as CSV or Parquet, for pandas and other tools."""
+    from annealbench.store import Store, StoreError
+
+    if format not in ("csv", "parquet"):
+        raise fail(f"unknown --format {format!r}; valid: csv, parquet")
+    if format == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise fail("parquet needs pyarrow: pip install 'annealbench[parquet]'") from None
+    try:
+        with Store(store, readonly=True) as s:
+            if study is not None:
+                s.study_id(study)
+            tables = {"runs": s.runs_frame(study), "epochs": s.epochs_frame(study)}
+    except StoreError as exc:
+        raise fail(str(exc)) from None
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, frame in tables.items():
+            path = out / f"{name}.{format}"
+            if format == "csv":
+                frame.to_csv(path, index=False)
+            else:
+                frame.to_parquet(path, index=False)
+            print(f"wrote {path} ({len(frame)} rows)")
+    except OSError as exc:
+        raise fail(f"cannot write to {out}: {exc.strerror or exc}") from None

@@ -1,0 +1,387 @@
+"""Where a study's runs are trained: in this process, in local worker processes, or on Ray.
+
+An executor asks the driver for runs (``sink.next_claim()``), trains them with
+:func:`annealbench.engine.train` and reports back (``sink.epoch``, ``sink.finished``,
+``sink.lost``); only the driver writes to the store. Workers never touch the store, so any
+executor resumes the same way: an interrupted run continues from its checkpoint file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import dataclasses
+import functools
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Protocol
+
+from annealbench.store import Claim
+
+EXECUTORS = ("local", "ray")
+
+
+class ExecutorError(RuntimeError):
+    """An executor cannot start: Ray missing or unreachable, bad resources."""
+
+
+class Sink(Protocol):
+    """The driver side of an executor (see ``annealbench.study._Driver``)."""
+
+    def next_claim(self) -> Claim | None: ...
+    def checkpoint(self, claim: Claim) -> Path: ...
+    def epoch(self, claim: Claim, record: dict[str, Any]) -> None: ...
+    def finished(self, claim: Claim, outcome: dict[str, Any]) -> None: ...
+    def lost(self, claim: Claim, reason: str) -> None: ...
+    def tick(self) -> None: ...
+
+
+# -- one run, anywhere -------------------------------------------------------------------
+
+
+@functools.cache
+def _git_revision() -> str | None:
+    """The git commit of the annealbench source tree, when it is a checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(Path(__file__).parent), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=10, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def environment(device: str) -> dict[str, Any]:
+    """Where a run was trained: package versions, device, threads, host, git revision."""
+    import numpy
+    import torch
+
+    import annealbench
+
+    env: dict[str, Any] = {
+        "annealbench": annealbench.__version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "host": socket.gethostname(),
+        "git_revision": _git_revision(),
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        env["device_name"] = torch.cuda.get_device_name(torch.device(device))
+        env["cuda"] = torch.version.cuda
+    return env
+
+
+def execute(
+    config: dict[str, Any],
+    checkpoint: Path,
+    *,
+    data_root: str | None = None,
+    on_epoch: Any = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Train one run (resuming from ``checkpoint``); a plain-dict outcome any process can send.
+
+    An exception inside training becomes status "failed" with the error text; the checkpoint
+    is kept so the run resumes when retried.
+    """
+    from annealbench.engine import RunConfig, resolve_device, train
+
+    env: dict[str, Any] | None = None
+    try:
+        run = RunConfig.from_dict(config)
+        env = environment(str(resolve_device(run.device)))
+        result = train(
+            run,
+            data_root=data_root,
+            checkpoint_path=checkpoint,
+            on_epoch=None if on_epoch is None else lambda r: on_epoch(dataclasses.asdict(r)),
+            progress=progress,
+        )
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # the run failed; the study carries on with the others
+        trace = traceback.format_exception_only(exc)[-1].strip()
+        return {"status": "failed", "error": trace, "epochs": None, "environment": env}
+    return {
+        "status": result.status,
+        "error": result.error,
+        "epochs": [dataclasses.asdict(r) for r in result.epochs],
+        "environment": env,
+    }
+
+
+# -- executors ---------------------------------------------------------------------------
+
+
+class InlineExecutor:
+    """Trains runs one after another in this process (``--workers 1``, the default)."""
+
+    def __init__(self, threads: int | None, data_root: str | None, progress: bool) -> None:
+        self.threads = threads
+        self.data_root = data_root
+        self.progress = progress
+
+    def run_all(self, sink: Sink) -> None:
+        import torch
+
+        torch.set_num_threads(self.threads or os.cpu_count() or 1)
+        while (claim := sink.next_claim()) is not None:
+            outcome = execute(
+                claim.config, sink.checkpoint(claim), data_root=self.data_root,
+                on_epoch=functools.partial(sink.epoch, claim), progress=self.progress,
+            )  # fmt: skip
+            sink.finished(claim, outcome)
+
+    def stop(self) -> None:
+        pass
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel kill this worker when the driver dies (even by SIGKILL), so an
+    orphan never keeps writing a checkpoint that a resumed study is using."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _worker_main(index: int, tasks: Any, results: Any, threads: int, gpu: int | None,
+                 data_root: str | None, parent: int) -> None:  # fmt: skip
+    """A local worker process: train each task it is sent, reporting epochs and outcomes."""
+    _die_with_parent()
+    if os.getppid() != parent:
+        return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver handles Ctrl-C and stops us
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    import torch
+
+    torch.set_num_threads(threads)
+    results.put(("ready", index, None, None))
+    while (task := tasks.get()) is not None:
+        run_id, config, checkpoint = task
+        outcome = execute(
+            config, Path(checkpoint), data_root=data_root,
+            on_epoch=lambda r, run_id=run_id: results.put(("epoch", index, run_id, r)),
+        )  # fmt: skip
+        results.put(("finished", index, run_id, outcome))
+
+
+class ProcessExecutor:
+    """``--workers N`` spawned processes; CPU threads split between them, or one GPU each."""
+
+    def __init__(self, workers: int, threads: int | None, data_root: str | None) -> None:
+        import multiprocessing
+
+        import torch
+
+        self.ctx = multiprocessing.get_context("spawn")
+        self.workers = workers
+        self.gpus = torch.cuda.device_count()
+        self.threads = threads or max(1, (os.cpu_count() or 1) // workers)
+        self.data_root = data_root
+        self.results = self.ctx.Queue()
+        self.procs: list[Any] = []
+        self.tasks: list[Any] = []
+
+    def _start(self, index: int) -> None:
+        tasks = self.ctx.Queue()
+        gpu = index % self.gpus if self.gpus else None
+        proc = self.ctx.Process(
+            target=_worker_main, name=f"annealbench-worker-{index}", daemon=True,
+            args=(index, tasks, self.results, self.threads, gpu, self.data_root, os.getpid()),
+        )  # fmt: skip
+        proc.start()
+        if index < len(self.procs):
+            self.procs[index], self.tasks[index] = proc, tasks
+        else:
+            self.procs.append(proc)
+            self.tasks.append(tasks)
+
+    def run_all(self, sink: Sink) -> None:
+        for index in range(self.workers):
+            self._start(index)
+        busy: dict[int, Claim] = {}  # worker index -> its run
+        idle: set[int] = set()
+        exhausted = False
+        while True:
+            while idle and not exhausted:
+                claim = sink.next_claim()
+                if claim is None:
+                    exhausted = True
+                    break
+                index = idle.pop()
+                busy[index] = claim
+                self.tasks[index].put((claim.run_id, claim.config, str(sink.checkpoint(claim))))
+            if exhausted and not busy:
+                return
+            try:
+                kind, index, run_id, payload = self.results.get(timeout=1.0)
+            except queue.Empty:
+                self._replace_dead(busy, idle, sink)
+                sink.tick()
+                continue
+            if kind == "ready":
+                idle.add(index)
+            elif kind == "epoch" and index in busy and busy[index].run_id == run_id:
+                sink.epoch(busy[index], payload)
+            elif kind == "finished" and index in busy and busy[index].run_id == run_id:
+                sink.finished(busy.pop(index), payload)
+                idle.add(index)
+                exhausted = False  # a retried run may be pending again
+            sink.tick()
+
+    def _replace_dead(self, busy: dict[int, Claim], idle: set[int], sink: Sink) -> None:
+        for index, proc in enumerate(self.procs):
+            if proc.is_alive():
+                continue
+            idle.discard(index)
+            if index in busy:
+                sink.lost(busy.pop(index), f"worker process died (exit code {proc.exitcode})")
+            self._start(index)
+
+    def stop(self) -> None:
+        for tasks in self.tasks:
+            with contextlib.suppress(Exception):
+                tasks.put(None)
+        for proc in self.procs:
+            if proc.is_alive():
+                proc.kill()  # mid-epoch is fine: the last checkpoint is intact
+            proc.join(timeout=10)
+        self.procs, self.tasks = [], []
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise ExecutorError(
+            "the ray executor needs Ray, an optional extra: pip install 'annealbench[ray]'"
+        ) from exc
+    return ray
+
+
+def _ray_train(config: dict[str, Any], checkpoint: str, data_root: str | None,
+               threads: int) -> dict[str, Any]:  # fmt: skip
+    """One run as a Ray task; the checkpoint must be on disk every retry can see."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return execute(config, Path(checkpoint), data_root=data_root)
+
+
+class RayExecutor:
+    """Each run is a Ray task with ``num_cpus``/``num_gpus``; only this driver writes results.
+
+    A task whose worker dies is retried ``max_retries`` times by Ray and continues from its
+    checkpoint, so on a multi-node cluster the checkpoint folder must be on shared disk.
+    """
+
+    def __init__(self, address: str | None, cpus_per_run: float, gpu_fraction: float | None,
+                 max_retries: int, data_root: str | None) -> None:  # fmt: skip
+        ray = _import_ray()
+        self.ray = ray
+        self.started_here = not ray.is_initialized()
+        if self.started_here:
+            try:
+                ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            except Exception as exc:  # ConnectionError and Ray's own errors
+                where = address or "a new local Ray instance"
+                raise ExecutorError(f"cannot connect to Ray at {where}: {exc}") from exc
+        resources = ray.cluster_resources()
+        gpus = resources.get("GPU", 0.0)
+        self.num_gpus = gpu_fraction if gpu_fraction is not None else (1.0 if gpus else 0.0)
+        if self.num_gpus and not gpus:
+            raise ExecutorError("--gpu-fraction was given but the Ray cluster has no GPUs")
+        if cpus_per_run > resources.get("CPU", 0.0):
+            raise ExecutorError(
+                f"--cpus-per-run {cpus_per_run} exceeds the cluster's {resources.get('CPU')} CPUs"
+            )
+        self.num_cpus = cpus_per_run
+        by_cpu = resources.get("CPU", 1.0) // cpus_per_run
+        by_gpu = gpus // self.num_gpus if self.num_gpus else by_cpu
+        # Claim only as many runs as can train at once, so other drivers can take the rest.
+        self.capacity = max(1, int(min(by_cpu, by_gpu)))
+        self.threads = max(1, int(cpus_per_run))
+        self.max_retries = max_retries
+        self.data_root = data_root
+        self.refs: dict[Any, Claim] = {}
+
+    def run_all(self, sink: Sink) -> None:
+        ray = self.ray
+        task = ray.remote(_ray_train).options(
+            num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=self.max_retries
+        )
+        exhausted = False
+        while True:
+            while len(self.refs) < self.capacity and not exhausted:
+                claim = sink.next_claim()
+                if claim is None:
+                    exhausted = True
+                    break
+                ref = task.remote(claim.config, str(sink.checkpoint(claim)), self.data_root,
+                                  self.threads)  # fmt: skip
+                self.refs[ref] = claim
+            if not self.refs:
+                return
+            ready, _ = ray.wait(list(self.refs), num_returns=1, timeout=1.0)
+            for ref in ready:
+                claim = self.refs.pop(ref)
+                try:
+                    outcome = ray.get(ref)
+                except ray.exceptions.RayError as exc:  # the worker died max_retries + 1 times
+                    sink.finished(claim, {"status": "failed", "error": f"Ray task failed: {exc}"})
+                else:
+                    sink.finished(claim, outcome)
+                exhausted = False
+            sink.tick()
+
+    def stop(self) -> None:
+        for ref in list(self.refs):
+            with contextlib.suppress(Exception):
+                self.ray.cancel(ref, force=True)
+        self.refs.clear()
+        if self.started_here and self.ray.is_initialized():
+            self.ray.shutdown()
+            self.started_here = False
+
+
+def make(
+    name: str,
+    *,
+    workers: int = 1,
+    threads: int | None = None,
+    data_root: str | os.PathLike[str] | None = None,
+    address: str | None = None,
+    cpus_per_run: float = 1.0,
+    gpu_fraction: float | None = None,
+    max_retries: int = 2,
+    progress: bool = False,
+) -> Any:
+    """The executor called ``name`` ("local" or "ray")."""
+    root = None if data_root is None else str(data_root)
+    if workers < 1:
+        raise ExecutorError(f"--workers must be at least 1, got {workers}")
+    if gpu_fraction is not None and not 0 < gpu_fraction <= 1:
+        raise ExecutorError(f"--gpu-fraction must be in (0, 1], got {gpu_fraction}")
+    if name == "local":
+        if address is not None or gpu_fraction is not None:
+            raise ExecutorError("--address and --gpu-fraction apply to --executor ray only")
+        if workers == 1:
+            return InlineExecutor(threads, root, progress and sys.stderr.isatty())
+        return ProcessExecutor(workers, threads, root)
+    if name == "ray":
+        return RayExecutor(address, cpus_per_run, gpu_fraction, max_retries, root)
+    raise ExecutorError(f"unknown executor {name!r}; valid: {', '.join(EXECUTORS)}")
+
+
+__all__ = ["EXECUTORS", "ExecutorError", "environment", "execute", "make"]

@@ -1,0 +1,444 @@
+"""A study: a grid of runs (datasets x models x methods x trials), its presets, and its driver.
+
+:func:`run_study` keeps every result in a :class:`~annealbench.store.Store` and can be
+stopped at any moment: rerunning it skips finished runs and continues interrupted ones from
+their last epoch checkpoint (``<store>.checkpoints/`` by default). Trials are seeds
+``0..trials-1``, paired across methods (same initial weights and batch order per seed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import shlex
+import sys
+import time
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from annealbench.store import Claim, Store, StoreError
+
+#: RunConfig fields a study fixes per run; every other field is a study-wide option.
+GRID_FIELDS = ("dataset", "model", "method", "seed")
+#: How often the driver renews its claims so runners on other hosts leave them alone.
+HEARTBEAT_S = 60.0
+#: Sustained rate assumed to turn FLOPs into GPU-hours in :func:`estimate` (a rough guide).
+ASSUMED_GPU_FLOPS = 20e12
+
+
+class StudyError(ValueError):
+    """A study that cannot run: unknown preset or names, an empty grid, bad options."""
+
+
+@dataclass(frozen=True)
+class Study:
+    """A grid of runs and the options every run shares (``options`` are RunConfig fields)."""
+
+    name: str
+    datasets: tuple[str, ...]
+    models: tuple[str, ...]
+    methods: tuple[str, ...]
+    trials: int
+    options: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def n_runs(self) -> int:
+        return len(self.datasets) * len(self.models) * len(self.methods) * self.trials
+
+    def validate(self) -> None:
+        """Raise StudyError for an empty grid, unknown names or options."""
+        from annealbench import data, engine, methods, models
+
+        if self.trials < 0:
+            raise StudyError(f"--trials must be at least 1, got {self.trials}")
+        empty = [
+            f"--{flag}"
+            for flag, values in (
+                ("datasets", self.datasets),
+                ("models", self.models),
+                ("methods", self.methods),
+            )
+            if not values
+        ]
+        if empty or self.trials == 0:
+            what = ", ".join(empty + (["--trials 0"] if self.trials == 0 else []))
+            raise StudyError(f"the grid has zero runs ({what} empty); give at least one of each")
+        for kind, given, valid in (
+            ("dataset", self.datasets, data.names()),
+            ("model", self.models, models.names()),
+            ("method", self.methods, methods.names()),
+        ):
+            unknown = [name for name in given if name not in valid]
+            if unknown:
+                raise StudyError(
+                    f"unknown {kind} {', '.join(map(repr, unknown))}; valid: {', '.join(valid)}"
+                )
+            duplicated = sorted({name for name in given if given.count(name) > 1})
+            if duplicated:
+                raise StudyError(f"{kind} {', '.join(duplicated)} listed twice")
+        known = set(engine.RunConfig.__dataclass_fields__) - set(GRID_FIELDS)
+        unknown_options = sorted(set(self.options) - known)
+        if unknown_options:
+            raise StudyError(
+                f"unknown run options {unknown_options}; valid: {', '.join(sorted(known))}"
+            )
+        try:
+            self.template()
+        except (TypeError, ValueError) as exc:
+            raise StudyError(f"bad run options {dict(self.options)}: {exc}") from exc
+
+    def template(self) -> Any:
+        """The RunConfig of the grid's first run: every option with defaults filled in."""
+        from annealbench.engine import RunConfig
+
+        return RunConfig(
+            dataset=self.datasets[0],
+            model=self.models[0],
+            method=self.methods[0],
+            seed=0,
+            **self.options,
+        )
+
+    def configs(self) -> list[Any]:
+        """Every run, seed-major so a partial study already holds whole paired trials."""
+        from annealbench.engine import RunConfig
+
+        return [
+            RunConfig(dataset=d, model=m, method=meth, seed=seed, **self.options)
+            for seed in range(self.trials)
+            for d in self.datasets
+            for m in self.models
+            for meth in self.methods
+        ]
+
+    def settings(self) -> dict[str, Any]:
+        """What the store keeps to recognise a rerun: the grid and every run option."""
+        # The device is where a run trains, not what it is (the engine leaves it out of the
+        # run key too), so a study may be resumed on other hardware.
+        skip = {*GRID_FIELDS, "device"}
+        run = {k: v for k, v in self.template().to_dict().items() if k not in skip}
+        return {
+            "datasets": list(self.datasets),
+            "models": list(self.models),
+            "methods": list(self.methods),
+            "trials": self.trials,
+            "run": run,
+        }
+
+
+# -- presets -----------------------------------------------------------------------------
+
+
+def _preset_files() -> dict[str, Any]:
+    folder = resources.files("annealbench") / "presets"
+    return {p.name.removesuffix(".toml"): p for p in folder.iterdir() if p.name.endswith(".toml")}
+
+
+def preset_names() -> list[str]:
+    """Names of the presets shipped in ``annealbench/presets/*.toml``, quick first."""
+    names = sorted(_preset_files())
+    return sorted(names, key=lambda n: (n != "quick", n))
+
+
+def preset_table(name: str) -> dict[str, Any]:
+    """The raw TOML table of preset ``name``."""
+    files = _preset_files()
+    if name not in files:
+        raise StudyError(f"unknown preset {name!r}; valid presets: {', '.join(preset_names())}")
+    return tomllib.loads(files[name].read_text(encoding="utf-8"))
+
+
+def load_preset(name: str, **overrides: Any) -> Study:
+    """The study of preset ``name``; ``overrides`` (not None) replace its grid or options."""
+    table = preset_table(name)
+    from annealbench import methods as methods_module
+
+    grid = {
+        "datasets": tuple(table["datasets"]),
+        "models": tuple(table["models"]),
+        "methods": tuple(table.get("methods") or paper_methods(methods_module)),
+        "trials": int(table["trials"]),
+    }
+    options = dict(table.get("run", {}))
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key in grid:
+            grid[key] = tuple(value) if key != "trials" else int(value)
+        else:
+            options[key] = value
+    return Study(name=name, options=options, description=table.get("description", ""), **grid)
+
+
+def paper_methods(methods_module: Any = None) -> tuple[str, ...]:
+    """The paper's 12 methods in Table 2's column order."""
+    if methods_module is None:
+        from annealbench import methods as methods_module
+    return tuple(getattr(methods_module, "PAPER_METHODS", methods_module.names()[:12]))
+
+
+def estimate(name: str) -> dict[str, Any]:
+    """Size and estimated compute of preset ``name``.
+
+    FLOPs are 3x the forward FLOPs per image (forward + backward) over the training set plus
+    one forward pass over the test set, every epoch; the forward MFLOPs per model are in the
+    preset's ``[cost]`` table (counted by :func:`forward_mflops`, checked by the tests).
+    GPU-hours assume :data:`ASSUMED_GPU_FLOPS` sustained: a rough guide, not a measurement.
+    """
+    from annealbench import data
+
+    table = preset_table(name)
+    study = load_preset(name)
+    epochs = int(study.options.get("epochs", 100))
+    forward = table.get("cost", {}).get("forward_mflops", {})
+    flops = 0.0
+    for dataset in study.datasets:
+        spec = data.spec(dataset)
+        train_n = min(spec.train_size, study.options.get("subset") or spec.train_size)
+        for model in study.models:
+            per_run = epochs * forward.get(model, math.nan) * 1e6 * (3 * train_n + spec.test_size)
+            flops += per_run * len(study.methods) * study.trials
+    return {
+        "name": name,
+        "description": study.description,
+        "runs": study.n_runs,
+        "epochs": epochs,
+        "run_epochs": study.n_runs * epochs,
+        "pflop": flops / 1e15,
+        "gpu_hours": flops / ASSUMED_GPU_FLOPS / 3600,
+        "measured": table.get("measured", ""),
+    }
+
+
+def forward_mflops(model: str, dataset: str) -> float:
+    """Forward-pass MFLOPs per sample of ``model`` on ``dataset``'s input shape (counted)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from annealbench import data, models
+
+    spec = data.spec(dataset)
+    net = models.build(model, spec.input_shape, spec.num_classes).eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(torch.zeros(2, *spec.input_shape))
+    return counter.get_total_flops() / 2 / 1e6
+
+
+# -- running -----------------------------------------------------------------------------
+
+
+def default_checkpoint_dir(store_path: str | Path) -> Path:
+    return Path(f"{store_path}.checkpoints")
+
+
+def checkpoint_path(folder: Path, claim: Claim) -> Path:
+    """One file per run: the run id makes it unique in the store, the key names the config."""
+    return folder / f"run{claim.run_id:06d}-{claim.run_key}.pt"
+
+
+@dataclass
+class StudyOutcome:
+    """What one :func:`run_study` call did, and where the study stands."""
+
+    study: str
+    total: int
+    counts: dict[str, int]
+    interrupted: bool = False
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def remaining(self) -> int:
+        return self.counts.get("pending", 0) + self.counts.get("running", 0)
+
+
+class _Driver:
+    """The executors' sink: writes what workers report, keeps the bars and heartbeats."""
+
+    def __init__(self, store: Store, study_id: int, total: int, finished: int, ckpt: Path,
+                 max_retries: int, progress: bool, device: str) -> None:  # fmt: skip
+        self.store = store
+        self.device = device
+        self.study_id = study_id
+        self.ckpt = ckpt
+        self.max_retries = max_retries
+        self.in_flight: dict[int, Claim] = {}
+        self.epochs_seen: dict[int, int] = {}
+        self.failures: list[str] = []
+        self.last_beat = time.monotonic()
+        self.bar = _study_bar(total, finished, progress)
+
+    def next_claim(self) -> Claim | None:
+        claim = self.store.claim_next(self.study_id)
+        if claim is not None:
+            # Train where this command says, whatever device the study was started with.
+            claim = replace(claim, config={**claim.config, "device": self.device})
+            self.in_flight[claim.run_id] = claim
+            self.epochs_seen[claim.run_id] = 0
+            self._postfix()
+        return claim
+
+    def checkpoint(self, claim: Claim) -> Path:
+        return checkpoint_path(self.ckpt, claim)
+
+    def epoch(self, claim: Claim, record: Mapping[str, Any]) -> None:
+        self.store.record_epoch(claim, record)
+        self.epochs_seen[claim.run_id] = int(record["epoch"])
+        self._postfix()
+        self.tick()
+
+    def finished(self, claim: Claim, outcome: Mapping[str, Any]) -> None:
+        """Store a run's final status, its full epoch list and environment; drop its checkpoint."""
+        status = outcome["status"]
+        self.store.finish_run(
+            claim, status, error=outcome.get("error"), epochs=outcome.get("epochs"),
+            environment=outcome.get("environment"),
+        )  # fmt: skip
+        if status in ("done", "diverged"):
+            self.checkpoint(claim).unlink(missing_ok=True)
+        else:
+            self.failures.append(f"{_describe(claim)}: {outcome.get('error')}")
+            self.write(f"run {_describe(claim)} failed: {outcome.get('error')}")
+        self._forget(claim)
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def lost(self, claim: Claim, reason: str) -> None:
+        """A worker died under the run: retry it (from its checkpoint) or give up on it."""
+        if claim.attempts <= self.max_retries:
+            self.write(f"run {_describe(claim)}: {reason}; retrying from its checkpoint")
+            self.store.release_run(claim)
+            self._forget(claim)
+        else:
+            self.finished(
+                claim, {"status": "failed", "error": f"{reason} ({claim.attempts} attempts)"}
+            )
+
+    def release_all(self) -> list[Claim]:
+        """Put every run in flight back to pending (Ctrl-C); returns them."""
+        released = list(self.in_flight.values())
+        for claim in released:
+            with contextlib.suppress(StoreError):
+                self.store.release_run(claim)
+        self.in_flight.clear()
+        return released
+
+    def tick(self) -> None:
+        if time.monotonic() - self.last_beat > HEARTBEAT_S and self.in_flight:
+            self.store.heartbeat(self.in_flight.values())
+            self.last_beat = time.monotonic()
+
+    def write(self, message: str) -> None:
+        if self.bar is not None:
+            self.bar.write(message, file=sys.stderr)
+        else:
+            print(message, file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def _forget(self, claim: Claim) -> None:
+        self.in_flight.pop(claim.run_id, None)
+        self.epochs_seen.pop(claim.run_id, None)
+        self._postfix()
+
+    def _postfix(self) -> None:
+        if self.bar is None:
+            return
+        running = [
+            f"{_describe(c)} e{self.epochs_seen.get(c.run_id, 0)}/{c.config.get('epochs')}"
+            for c in self.in_flight.values()
+        ]
+        self.bar.set_postfix_str("; ".join(running[:3]) + (" ..." if len(running) > 3 else ""))
+
+
+def _describe(claim: Claim) -> str:
+    c = claim.config
+    return f"{c['dataset']}/{c['model']}/{c['method']}/seed{c['seed']}"
+
+
+def _study_bar(total: int, finished: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=finished, desc="study", unit="run", position=0,
+                dynamic_ncols=True, smoothing=0.1)  # fmt: skip
+
+
+def _counts(store: Store, study: str) -> dict[str, int]:
+    runs = store.runs_frame(study)
+    return {k: int(v) for k, v in runs["status"].value_counts().items()}
+
+
+def run_study(
+    study: Study,
+    store_path: str | Path,
+    *,
+    executor: str = "local",
+    workers: int = 1,
+    threads: int | None = None,
+    data_root: str | Path | None = None,
+    checkpoint_dir: str | Path | None = None,
+    address: str | None = None,
+    cpus_per_run: float = 1.0,
+    gpu_fraction: float | None = None,
+    max_retries: int = 2,
+    progress: bool = True,
+    retry_failed: bool = True,
+) -> StudyOutcome:
+    """Run (or resume) every unfinished run of ``study``, storing results in ``store_path``.
+
+    Safe to call from several processes at once on one store: each run is trained once.
+    Ctrl-C puts the runs in flight back to pending and returns with ``interrupted=True``.
+    """
+    from annealbench import executors
+
+    study.validate()
+    ckpt = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir(store_path)
+    with Store(store_path) as store:
+        study_id = store.ensure_study(study.name, study.settings())
+        store.add_runs(study_id, study.configs())
+        if retry_failed:
+            store.retry_failed(study_id)
+        counts = _counts(store, study.name)
+        finished = sum(counts.get(s, 0) for s in ("done", "diverged", "failed"))
+        ckpt.mkdir(parents=True, exist_ok=True)
+        device = study.template().device
+        driver = _Driver(
+            store, study_id, study.n_runs, finished, ckpt, max_retries, progress, device
+        )
+        chosen = executors.make(
+            executor, workers=workers, threads=threads, data_root=data_root, address=address,
+            cpus_per_run=cpus_per_run, gpu_fraction=gpu_fraction, max_retries=max_retries,
+            progress=progress,
+        )  # fmt: skip
+        interrupted = False
+        try:
+            chosen.run_all(driver)
+        except KeyboardInterrupt:
+            interrupted = True
+            chosen.stop()  # workers first, so none writes a checkpoint after the release
+            released = driver.release_all()
+            driver.write(
+                f"\ninterrupted: {len(released)} run(s) in flight put back to pending, "
+                "their last epoch checkpoints kept."
+            )
+        finally:
+            chosen.stop()
+            driver.close()
+        return StudyOutcome(
+            study.name, study.n_runs, _counts(store, study.name), interrupted, driver.failures
+        )
+
+
+def resume_hint(argv: Sequence[str] | None = None) -> str:
+    """The command line that resumes the study: the same command again."""
+    args = list(sys.argv if argv is None else argv)
+    args[0] = Path(args[0]).name
+    return " ".join(shlex.quote(a) for a in args)
