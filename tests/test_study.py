@@ -7,6 +7,8 @@ two CPU cores, real enough that resuming must reproduce every number bit for bit
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -14,6 +16,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -35,7 +38,7 @@ from annealbench.study import (
     run_study,
 )
 
-METHODS = ("sig+", "str+", "adam")
+METHODS = ("sig+", "adam")
 GRID_ARGS = ["--datasets", "fashion-mnist", "--models", "nn2", "--methods", ",".join(METHODS),
              "--trials", "2", "--epochs", "3", "--subset", "512", "--threads", "1",
              "--no-progress"]  # fmt: skip
@@ -69,29 +72,12 @@ def metrics(store: Path) -> pd.DataFrame:
     return epochs[keys + METRICS + ["status"]].sort_values(keys).reset_index(drop=True)
 
 
-def stored_epochs(store: Path) -> int:
-    try:
-        conn = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=5)
-        try:
-            return conn.execute("SELECT count(*) FROM epoch").fetchone()[0]
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return 0
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny study run uninterrupted, in this process."""
-    import torch
-
     store = tmp_path_factory.mktemp("reference") / "results.sqlite"
-    threads = torch.get_num_threads()
-    try:
-        outcome = run_study(TINY, store, threads=1, progress=False)
-    finally:
-        torch.set_num_threads(threads)
-    assert outcome.counts == {"done": 6} and not outcome.interrupted
+    outcome = run_study(TINY, store, threads=1, progress=False)
+    assert outcome.counts == {"done": 4} and not outcome.interrupted
     return store
 
 
@@ -137,8 +123,8 @@ def test_estimate_scales_with_the_grid() -> None:
 
 def test_grid_is_seed_major_and_settings_leave_out_the_device() -> None:
     configs = TINY.configs()
-    assert [(c.seed, c.method) for c in configs[:4]] == [
-        (0, "sig+"), (0, "str+"), (0, "adam"), (1, "sig+")
+    assert [(c.seed, c.method) for c in configs] == [
+        (0, "sig+"), (0, "adam"), (1, "sig+"), (1, "adam")
     ]  # fmt: skip
     settings = TINY.settings()
     assert settings["trials"] == 2 and settings["run"]["subset"] == 512
@@ -172,13 +158,13 @@ def test_bad_grids_are_refused(study: Study, message: str) -> None:
 
 def test_reference_study_is_complete(reference: Path) -> None:
     frame = metrics(reference)
-    assert len(frame) == 18 and set(frame["status"]) == {"done"}
+    assert len(frame) == 12 and set(frame["status"]) == {"done"}
     assert frame["test_acc"].between(0, 100).all() and frame["lr"].gt(0).all()
     with Store(reference, readonly=True) as s:
         runs = s.runs_frame()
     env = json.loads(runs["environment"].iloc[0])
     assert env["device"] == "cpu" and env["threads"] == 1 and env["torch"]
-    assert runs["attempts"].tolist() == [1] * 6
+    assert runs["attempts"].tolist() == [1] * 4
     assert not any(Path(f"{reference}.checkpoints").iterdir())  # finished runs leave none
 
 
@@ -188,10 +174,30 @@ def test_rerun_skips_finished_runs(reference: Path, tmp_path: Path) -> None:
     before = metrics(store)
     result = runner.invoke(app, ["run", *GRID_ARGS, "--store", str(store)])
     assert result.exit_code == 0, result.output
-    assert "6 done" in result.output
+    assert "4 done" in result.output
     with Store(store, readonly=True) as s:
-        assert s.runs_frame()["attempts"].tolist() == [1] * 6  # nothing trained again
+        assert s.runs_frame()["attempts"].tolist() == [1] * 4  # nothing trained again
     pd.testing.assert_frame_equal(metrics(store), before)
+
+
+def wait_for(store: Path, proc: subprocess.Popen, sql: str, at_least: int) -> None:
+    """Poll the store until ``sql`` counts ``at_least`` rows (or the process ends)."""
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(sqlite3.Error):
+            conn = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=5)
+            try:
+                if conn.execute(sql).fetchone()[0] >= at_least:
+                    return
+            finally:
+                conn.close()
+        time.sleep(0.005)
+
+
+def resume_here(store: Path) -> None:
+    """Rerun the same command (in this process: the same code, without a second torch import)."""
+    result = runner.invoke(app, ["run", *GRID_ARGS, "--store", str(store)])
+    assert result.exit_code == 0, result.output
 
 
 def test_sigkill_mid_study_then_resume_equals_uninterrupted(
@@ -199,32 +205,32 @@ def test_sigkill_mid_study_then_resume_equals_uninterrupted(
 ) -> None:
     store = tmp_path / "results.sqlite"
     proc = cli("run", *GRID_ARGS, "--store", store)
-    deadline = time.monotonic() + 120
-    while stored_epochs(store) < 8 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
+    wait_for(store, proc, "SELECT count(*) FROM epoch", 5)  # in the second run
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read()
     with Store(store, readonly=True) as s:
-        runs = s.runs_frame()
-    assert 0 < (runs["status"] == "done").sum() < 6, runs["status"].tolist()
-    # The run in flight keeps a checkpoint at least as far as what the store holds.
-    checkpoints = list(Path(f"{store}.checkpoints").glob("*.pt"))
+        runs, epochs = s.runs_frame(), s.epochs_frame()
+    assert 0 < (runs["status"] == "done").sum() < 4, runs["status"].tolist()
+    # The run in flight has a checkpoint at least as far as the store: nothing stored is lost.
     interrupted = runs[runs["status"] == "running"]
-    assert len(interrupted) <= 1 and len(checkpoints) <= 1
-    resumed = cli("run", *GRID_ARGS, "--store", store)
-    out, err = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, out + err
+    if len(interrupted):
+        import torch
+
+        (checkpoint,) = Path(f"{store}.checkpoints").glob("*.pt")
+        saved = torch.load(checkpoint, weights_only=True)["epoch"]
+        assert saved >= (epochs["run_id"] == interrupted["run_id"].iloc[0]).sum()
+    resume_here(store)
     pd.testing.assert_frame_equal(metrics(store), metrics(reference))
+    with Store(store, readonly=True) as s:
+        assert s.runs_frame()["attempts"].max() <= 2
     assert not list(Path(f"{store}.checkpoints").glob("*.pt"))
 
 
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(reference: Path, tmp_path: Path) -> None:
     store = tmp_path / "results.sqlite"
     proc = cli("run", *GRID_ARGS, "--store", store)
-    deadline = time.monotonic() + 120
-    while stored_epochs(store) < 4 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
+    wait_for(store, proc, "SELECT count(*) FROM epoch", 2)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, out + err
@@ -232,28 +238,59 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(reference: Path, tmp_path: 
     with Store(store, readonly=True) as s:
         statuses = set(s.runs_frame()["status"])
     assert "running" not in statuses and "pending" in statuses
-    result = runner.invoke(app, ["run", *GRID_ARGS, "--store", str(store)])
-    assert result.exit_code == 0, result.output
+    resume_here(store)
     pd.testing.assert_frame_equal(metrics(store), metrics(reference))
 
 
 def test_two_concurrent_runners_train_each_run_once(reference: Path, tmp_path: Path) -> None:
     store = tmp_path / "results.sqlite"
-    procs = [cli("run", *GRID_ARGS, "--store", store) for _ in range(2)]
-    for proc in procs:
-        out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, out + err
+    other = cli("run", *GRID_ARGS, "--store", store)
+    wait_for(store, other, "SELECT count(*) FROM run WHERE status = 'running'", 1)
+    resume_here(store)  # a second runner on the same store, while the first one trains
+    out, err = other.communicate(timeout=300)
+    assert other.returncode == 0, out + err
     with Store(store, readonly=True) as s:
         runs = s.runs_frame()
         assert s._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    assert runs["attempts"].tolist() == [1] * 6 and set(runs["status"]) == {"done"}
+    assert runs["attempts"].tolist() == [1] * 4 and set(runs["status"]) == {"done"}
+    assert runs["environment"].str.contains('"host"').all()
     pd.testing.assert_frame_equal(metrics(store), metrics(reference))
 
 
-def test_local_worker_processes_store_the_same_numbers(reference: Path, tmp_path: Path) -> None:
+def test_local_workers_survive_a_dead_worker_and_store_the_same_numbers(
+    reference: Path, tmp_path: Path
+) -> None:
+    """Two worker processes; one is SIGKILLed mid-run, its run is retried from its checkpoint."""
+    import multiprocessing
+
     store = tmp_path / "results.sqlite"
+    killed: list[int] = []
+
+    def kill_a_worker() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with contextlib.suppress(sqlite3.Error):
+                conn = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=5)
+                try:
+                    stored = conn.execute("SELECT count(*) FROM epoch").fetchone()[0]
+                finally:
+                    conn.close()
+                workers = [p for p in multiprocessing.active_children()
+                           if p.name.startswith("annealbench-worker")]  # fmt: skip
+                if stored >= 1 and workers:
+                    os.kill(workers[0].pid, signal.SIGKILL)
+                    killed.append(workers[0].pid)
+                    return
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=kill_a_worker)
+    watcher.start()
     outcome = run_study(TINY, store, workers=2, threads=1, progress=False)
-    assert outcome.counts == {"done": 6}
+    watcher.join()
+    assert killed and outcome.counts == {"done": 4}
+    with Store(store, readonly=True) as s:
+        attempts = sorted(s.runs_frame()["attempts"])
+    assert attempts == [1, 1, 1, 2]  # the killed worker's run, trained again from its checkpoint
     pd.testing.assert_frame_equal(metrics(store), metrics(reference))
 
 
@@ -261,8 +298,7 @@ def test_ray_executor_stores_the_same_numbers(reference: Path, tmp_path: Path) -
     import ray
 
     store = tmp_path / "results.sqlite"
-    two_runs = Study("default", ("fashion-mnist",), ("nn2",), ("sig+", "adam"), 1,
-                     {"epochs": 3, "subset": 512})  # fmt: skip
+    two_runs = dataclasses.replace(TINY, trials=1)  # fmt: skip
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         outcome = run_study(two_runs, store, executor="ray", cpus_per_run=1, progress=False)
@@ -285,8 +321,8 @@ def test_status_counts_runs_per_dataset_and_model(reference: Path) -> None:
     header, row, total = result.output.splitlines()
     assert header.split() == ["study", "dataset", "model", "total", "done", "running",
                               "diverged", "failed", "remaining"]  # fmt: skip
-    assert row.split() == ["default", "fashion-mnist", "nn2", "6", "6", "0", "0", "0", "0"]
-    assert total.split() == ["all", "6", "6", "0", "0", "0", "0"]
+    assert row.split() == ["default", "fashion-mnist", "nn2", "4", "4", "0", "0", "0", "0"]
+    assert total.split() == ["all", "4", "4", "0", "0", "0", "0"]
 
 
 def test_presets_command_lists_every_preset_with_its_size() -> None:
@@ -305,7 +341,7 @@ def test_export_writes_runs_and_epochs(reference: Path, tmp_path: Path, fmt: str
     assert result.exit_code == 0, result.output
     read = pd.read_csv if fmt == "csv" else pd.read_parquet
     runs, epochs = read(out / f"runs.{fmt}"), read(out / f"epochs.{fmt}")
-    assert len(runs) == 6 and len(epochs) == 18
+    assert len(runs) == 4 and len(epochs) == 12
     with Store(reference, readonly=True) as s:
         assert epochs["test_acc"].tolist() == s.epochs_frame()["test_acc"].tolist()
 
@@ -386,6 +422,14 @@ def test_ray_options_need_the_ray_executor(tmp_path: Path) -> None:
                  match="--gpu-fraction apply to --executor ray only")  # fmt: skip
     invoke_fails("run", *GRID_ARGS, "--executor", "slurm", "--store", tmp_path / "s.sqlite",
                  match="unknown executor 'slurm'")  # fmt: skip
+
+
+def test_ray_executor_without_ray_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
+    invoke_fails("run", *GRID_ARGS, "--executor", "ray", "--store", tmp_path / "s.sqlite",
+                 match="pip install 'annealbench[ray]'")  # fmt: skip
 
 
 def test_unknown_study_and_missing_store_in_status(reference: Path, tmp_path: Path) -> None:

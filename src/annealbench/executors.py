@@ -13,7 +13,6 @@ import ctypes
 import dataclasses
 import functools
 import os
-import queue
 import signal
 import socket
 import subprocess
@@ -134,13 +133,17 @@ class InlineExecutor:
     def run_all(self, sink: Sink) -> None:
         import torch
 
+        before = torch.get_num_threads()
         torch.set_num_threads(self.threads or os.cpu_count() or 1)
-        while (claim := sink.next_claim()) is not None:
-            outcome = execute(
-                claim.config, sink.checkpoint(claim), data_root=self.data_root,
-                on_epoch=functools.partial(sink.epoch, claim), progress=self.progress,
-            )  # fmt: skip
-            sink.finished(claim, outcome)
+        try:
+            while (claim := sink.next_claim()) is not None:
+                outcome = execute(
+                    claim.config, sink.checkpoint(claim), data_root=self.data_root,
+                    on_epoch=functools.partial(sink.epoch, claim), progress=self.progress,
+                )  # fmt: skip
+                sink.finished(claim, outcome)
+        finally:
+            torch.set_num_threads(before)  # a library call leaves the caller's setting alone
 
     def stop(self) -> None:
         pass
@@ -154,11 +157,15 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def _worker_main(index: int, tasks: Any, results: Any, threads: int, gpu: int | None,
-                 data_root: str | None, parent: int) -> None:  # fmt: skip
-    """A local worker process: train each task it is sent, reporting epochs and outcomes."""
+def _worker_main(conn: Any, threads: int, gpu: int | None, data_root: str | None,
+                 parent: int) -> None:  # fmt: skip
+    """A local worker process: train each run it is sent, reporting epochs and outcomes.
+
+    Each worker talks to the driver over its own pipe, so a worker killed mid-message can
+    break only its own channel, never block the others.
+    """
     _die_with_parent()
-    if os.getppid() != parent:
+    if os.getppid() != parent:  # the driver died before prctl took effect
         return
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver handles Ctrl-C and stops us
     if gpu is not None:
@@ -166,18 +173,28 @@ def _worker_main(index: int, tasks: Any, results: Any, threads: int, gpu: int | 
     import torch
 
     torch.set_num_threads(threads)
-    results.put(("ready", index, None, None))
-    while (task := tasks.get()) is not None:
+    conn.send(("ready", None, None))
+    while True:
+        try:
+            task = conn.recv()
+        except EOFError:
+            return
+        if task is None:
+            return
         run_id, config, checkpoint = task
         outcome = execute(
             config, Path(checkpoint), data_root=data_root,
-            on_epoch=lambda r, run_id=run_id: results.put(("epoch", index, run_id, r)),
+            on_epoch=lambda record, run_id=run_id: conn.send(("epoch", run_id, record)),
         )  # fmt: skip
-        results.put(("finished", index, run_id, outcome))
+        conn.send(("finished", run_id, outcome))
 
 
 class ProcessExecutor:
-    """``--workers N`` spawned processes; CPU threads split between them, or one GPU each."""
+    """``--workers N`` spawned processes; CPU threads split between them, or one GPU each.
+
+    A worker that dies (killed, out of memory) is replaced, and its run goes back to the
+    driver, which retries it from its checkpoint up to ``max_retries`` times.
+    """
 
     def __init__(self, workers: int, threads: int | None, data_root: str | None) -> None:
         import multiprocessing
@@ -189,25 +206,23 @@ class ProcessExecutor:
         self.gpus = torch.cuda.device_count()
         self.threads = threads or max(1, (os.cpu_count() or 1) // workers)
         self.data_root = data_root
-        self.results = self.ctx.Queue()
-        self.procs: list[Any] = []
-        self.tasks: list[Any] = []
+        self.procs: list[Any] = [None] * workers
+        self.conns: list[Any] = [None] * workers
 
     def _start(self, index: int) -> None:
-        tasks = self.ctx.Queue()
+        ours, theirs = self.ctx.Pipe()
         gpu = index % self.gpus if self.gpus else None
         proc = self.ctx.Process(
             target=_worker_main, name=f"annealbench-worker-{index}", daemon=True,
-            args=(index, tasks, self.results, self.threads, gpu, self.data_root, os.getpid()),
+            args=(theirs, self.threads, gpu, self.data_root, os.getpid()),
         )  # fmt: skip
         proc.start()
-        if index < len(self.procs):
-            self.procs[index], self.tasks[index] = proc, tasks
-        else:
-            self.procs.append(proc)
-            self.tasks.append(tasks)
+        theirs.close()  # so the driver sees EOF when the worker dies
+        self.procs[index], self.conns[index] = proc, ours
 
     def run_all(self, sink: Sink) -> None:
+        from multiprocessing.connection import wait
+
         for index in range(self.workers):
             self._start(index)
         busy: dict[int, Claim] = {}  # worker index -> its run
@@ -221,43 +236,54 @@ class ProcessExecutor:
                     break
                 index = idle.pop()
                 busy[index] = claim
-                self.tasks[index].put((claim.run_id, claim.config, str(sink.checkpoint(claim))))
+                self.conns[index].send((claim.run_id, claim.config, str(sink.checkpoint(claim))))
             if exhausted and not busy:
                 return
-            try:
-                kind, index, run_id, payload = self.results.get(timeout=1.0)
-            except queue.Empty:
-                self._replace_dead(busy, idle, sink)
-                sink.tick()
-                continue
-            if kind == "ready":
-                idle.add(index)
-            elif kind == "epoch" and index in busy and busy[index].run_id == run_id:
-                sink.epoch(busy[index], payload)
-            elif kind == "finished" and index in busy and busy[index].run_id == run_id:
-                sink.finished(busy.pop(index), payload)
-                idle.add(index)
-                exhausted = False  # a retried run may be pending again
+            ready = set(wait([*self.conns, *(p.sentinel for p in self.procs)], timeout=1.0))
+            for index in range(self.workers):
+                conn, proc = self.conns[index], self.procs[index]
+                if conn not in ready and proc.sentinel not in ready:
+                    continue
+                try:
+                    while conn.poll():
+                        kind, run_id, payload = conn.recv()
+                        claim = busy.get(index)
+                        if kind == "ready":
+                            idle.add(index)
+                        elif claim is not None and claim.run_id == run_id and kind == "epoch":
+                            sink.epoch(claim, payload)
+                        elif claim is not None and claim.run_id == run_id:  # finished
+                            sink.finished(busy.pop(index), payload)
+                            idle.add(index)
+                            exhausted = False  # a released run may be pending again
+                except (EOFError, OSError):
+                    pass  # died mid-message; handled below
+                if not proc.is_alive():
+                    proc.join()
+                    idle.discard(index)
+                    if index in busy:
+                        reason = f"worker process died (exit code {proc.exitcode})"
+                        sink.lost(busy.pop(index), reason)
+                        exhausted = False
+                    conn.close()
+                    self._start(index)
             sink.tick()
 
-    def _replace_dead(self, busy: dict[int, Claim], idle: set[int], sink: Sink) -> None:
-        for index, proc in enumerate(self.procs):
-            if proc.is_alive():
-                continue
-            idle.discard(index)
-            if index in busy:
-                sink.lost(busy.pop(index), f"worker process died (exit code {proc.exitcode})")
-            self._start(index)
-
     def stop(self) -> None:
-        for tasks in self.tasks:
+        for conn in self.conns:
             with contextlib.suppress(Exception):
-                tasks.put(None)
+                conn.send(None)
         for proc in self.procs:
+            if proc is None:
+                continue
             if proc.is_alive():
                 proc.kill()  # mid-epoch is fine: the last checkpoint is intact
             proc.join(timeout=10)
-        self.procs, self.tasks = [], []
+        for conn in self.conns:
+            with contextlib.suppress(Exception):
+                conn.close()
+        self.procs = [None] * self.workers
+        self.conns = [None] * self.workers
 
 
 def _import_ray() -> Any:

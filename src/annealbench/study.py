@@ -139,10 +139,15 @@ def _preset_files() -> dict[str, Any]:
     return {p.name.removesuffix(".toml"): p for p in folder.iterdir() if p.name.endswith(".toml")}
 
 
+#: Presets listed first, in the paper's order of datasets; any other file follows by name.
+_PRESET_ORDER = ("quick", "paper-mnist", "paper-fashion-mnist", "paper-svhn", "paper-cifar10",
+                 "paper-cifar100")  # fmt: skip
+
+
 def preset_names() -> list[str]:
     """Names of the presets shipped in ``annealbench/presets/*.toml``, quick first."""
-    names = sorted(_preset_files())
-    return sorted(names, key=lambda n: (n != "quick", n))
+    order = {name: i for i, name in enumerate(_PRESET_ORDER)}
+    return sorted(_preset_files(), key=lambda n: (order.get(n, len(order)), n))
 
 
 def preset_table(name: str) -> dict[str, Any]:
@@ -299,7 +304,11 @@ class _Driver:
             environment=outcome.get("environment"),
         )  # fmt: skip
         if status in ("done", "diverged"):
-            self.checkpoint(claim).unlink(missing_ok=True)
+            checkpoint = self.checkpoint(claim)
+            checkpoint.unlink(missing_ok=True)
+            # Temporary files of a worker killed while saving (the engine renames atomically).
+            for leftover in checkpoint.parent.glob(f".{checkpoint.name}.*.tmp"):
+                leftover.unlink(missing_ok=True)
         else:
             self.failures.append(f"{_describe(claim)}: {outcome.get('error')}")
             self.write(f"run {_describe(claim)} failed: {outcome.get('error')}")

@@ -119,13 +119,16 @@ def run_command(
             f"{len(grid.methods)} methods x {grid.trials} trials) -> {store}"
         )
         # A scheduler's SIGTERM stops the study as cleanly as Ctrl-C.
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
-        outcome = run(
-            grid, store, executor=executor, workers=workers, threads=threads,
-            data_root=data_root, checkpoint_dir=checkpoint_dir, address=address,
-            cpus_per_run=cpus_per_run, gpu_fraction=gpu_fraction, max_retries=max_retries,
-            progress=progress,
-        )  # fmt: skip
+        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+        try:
+            outcome = run(
+                grid, store, executor=executor, workers=workers, threads=threads,
+                data_root=data_root, checkpoint_dir=checkpoint_dir, address=address,
+                cpus_per_run=cpus_per_run, gpu_fraction=gpu_fraction, max_retries=max_retries,
+                progress=progress,
+            )  # fmt: skip
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     except (StudyError, StoreError, ExecutorError, ConfigError, methods_module.MethodError,
             data.DataError) as exc:  # fmt: skip
         raise fail(str(exc)) from None
@@ -188,12 +191,20 @@ def _amount(value: float) -> str:
     return "<0.1" if value < 0.1 else f"{value:,.1f}"
 
 
+def _flops(value: float) -> str:
+    """FLOPs with an SI prefix: 1.5 TFLOP, 474 PFLOP, 17.9 EFLOP."""
+    for prefix, scale in (("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9)):
+        if value >= scale:
+            return f"{value / scale:.3g} {prefix}FLOP"
+    return f"{value:.3g} FLOP"
+
+
 @app.command("presets")
 def presets_command() -> None:
     """List the shipped study presets with their size and estimated compute."""
     from annealbench.study import ASSUMED_GPU_FLOPS, estimate, load_preset, preset_names
 
-    print(f"{'preset':<20} {'runs':>5} {'epochs':>6} {'PFLOP':>8} {'GPU-h*':>7}  grid")
+    print(f"{'preset':<20} {'runs':>5} {'epochs':>6} {'compute':>11} {'GPU-h*':>7}  grid")
     for name in preset_names():
         est, study = estimate(name), load_preset(name)
         grid = (
@@ -203,7 +214,7 @@ def presets_command() -> None:
         if study.options.get("subset"):
             grid += f", {study.options['subset']} training images"
         print(
-            f"{name:<20} {est['runs']:>5} {est['epochs']:>6} {_amount(est['pflop']):>8} "
+            f"{name:<20} {est['runs']:>5} {est['epochs']:>6} {_flops(est['pflop'] * 1e15):>11} "
             f"{_amount(est['gpu_hours']):>7}  {grid}"
         )
         if est["measured"]:
