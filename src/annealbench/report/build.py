@@ -159,7 +159,7 @@ def _write_text(path: Path, text: str, written: list[Path]) -> None:
 
 
 def _write_csv(path: Path, frame: pd.DataFrame, written: list[Path]) -> None:
-    frame.to_csv(path, index=False, float_format="%.6g")
+    frame.to_csv(path, index=False, float_format="%.10g")
     written.append(path)
 
 
@@ -297,7 +297,8 @@ def write_report(
             page.paragraph(text, "small")
             page.raw(tables.to_html(html_matrix))
             md_matrix = tables.tests_matrix(analysis.tests, dataset, against, tables.MARKDOWN)
-            markdown += [f"### {text}", "", tables.to_markdown(md_matrix), ""]
+            markdown += [f"### Paired tests against {heading}", "", text, ""]
+            markdown += [tables.to_markdown(md_matrix), ""]
             weak = stats.unreachable_families(analysis.tests)
             weak = weak[(weak["dataset"] == dataset) & (weak["against"] == against)]
             if not weak.empty:
