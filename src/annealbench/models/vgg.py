@@ -4,7 +4,7 @@ VGG-9 is the 9-layer VGG of Wang et al., "Federated Learning with Matched Averag
 six 3×3 convolutions (32, 64, M, 128, 128, M, 256, 256, M) and three fully connected layers
 (512, 512, classes); without its dropout and without BatchNorm, so it stays a plain module for
 ``torch.func``. VGG-19 is pytorch-cifar's: configuration E with BatchNorm, five poolings bring
-32×32 to 1×1, then one linear classifier. Both use torchvision's VGG initialization.
+32×32 to 1×1, then one linear classifier. Both use He initialization for the convolutions.
 """
 
 from __future__ import annotations
@@ -33,19 +33,18 @@ def features(layers: tuple[int | str, ...], in_channels: int, batch_norm: bool) 
     return modules
 
 
-def init_like_torchvision(model: nn.Module) -> nn.Module:
-    """torchvision's VGG initialization: He (fan-out) convolutions, N(0, 0.01) linear layers."""
+def he_init(model: nn.Module) -> nn.Module:
+    """He (fan-in) normal convolutions with zero biases; linear layers keep PyTorch's default.
+
+    Without BatchNorm, VGG-9 needs it: torchvision's VGG init (fan-out convolutions, N(0, 0.01)
+    linear layers) and PyTorch's default both left the loss at ln 10 for the first updates at
+    lr 0.01 and 0.1 on Fashion-MNIST, and He init for the linear layers too diverged at lr 0.1.
+    """
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.BatchNorm2d):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, 0, 0.01)
-            nn.init.zeros_(module.bias)
     return model
 
 
@@ -68,7 +67,7 @@ def vgg9(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
         nn.ReLU(),
         nn.Linear(second, num_classes),
     )
-    return init_like_torchvision(model)
+    return he_init(model)
 
 
 def vgg19(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
@@ -78,4 +77,4 @@ def vgg19(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
         nn.Flatten(),
         nn.Linear(512, num_classes),
     )
-    return init_like_torchvision(model)
+    return he_init(model)
