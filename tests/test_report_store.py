@@ -181,6 +181,23 @@ def test_paired_tests_csv_pairs_six_seeds_with_wilcoxon(report: dict) -> None:
     assert ranks["mean_rank"].tolist() == pytest.approx([1.0, 2.0, 3.0, 4.0])
 
 
+def test_a_study_not_started_yet_reports_what_is_missing(tmp_path: Path) -> None:
+    store = tmp_path / "results.sqlite"
+    with Store(store) as handle:
+        study = handle.ensure_study("quick", {})
+        handle.add_runs(study, [config("nn2", m, s) for m in ("exp", "sig+") for s in (0, 1)])
+    code, output = run_cli("--store", str(store), "--out", str(tmp_path / "out"))
+    assert code == 0, output
+    markdown = (tmp_path / "out" / "tables.md").read_text()
+    assert "| NN-2 | …\\* | …\\* |" in markdown
+    missing = pd.read_csv(tmp_path / "out" / "missing.csv", dtype={"method": str})
+    assert missing["missing_detail"].tolist() == ["2 pending", "2 pending"]
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "No run of this dataset has finished yet" in html
+    assert html.count("<img ") == 1  # Figure 1 only
+    assert not list((tmp_path / "out" / "figures").glob("accuracy_*"))
+
+
 # -- the page in a real browser ----------------------------------------------------------
 
 CHROMIUM_FLAGS = [

@@ -136,7 +136,7 @@ def test_markdown_latex_and_html_renderings() -> None:
     )
     assert "\\begin{table}" in latex and "\\toprule" in latex and "\\caption{c\\_1}" in latex
     assert "\\textbf{92.50}" in latex and "str+" not in latex
-    html = tables.to_html(tables.paper_layout(layout_summary(), "mnist", tables.HTML))
+    html = tables.to_html(tables.paper_layout(layout_summary(), "mnist", tables.HTML), escape=False)
     assert html.startswith('<div class="scroll"><table class="dataframe results">')
     assert "<b>92.50</b>" in html
 
@@ -161,3 +161,11 @@ def test_tests_matrix_marks_significance_and_the_reference() -> None:
         "-0.20 (n=1)",
     ]
     assert tables.tests_matrix(tests, "mnist", "sig+", tables.MARKDOWN).empty
+
+
+def test_plain_text_is_escaped_in_html_and_latex() -> None:
+    frame = pd.DataFrame({"method": ["<b>x</b>", "a_b & c"], "ave": [1.0, 2.0]})
+    html = tables.to_html(frame, index=False)
+    assert "&lt;b&gt;x&lt;/b&gt;" in html and "<b>x</b>" not in html
+    latex = tables.to_latex(frame, caption="c", label="t", index=False, escape=True)
+    assert "a\\_b \\& c" in latex and "1.00" in latex

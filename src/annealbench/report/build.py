@@ -245,7 +245,7 @@ def write_report(
 
         page.heading("Accuracy in the paper's layout", level=3)
         page.paragraph(caption, "small")
-        page.raw(tables.to_html(tables.paper_layout(summary, dataset, tables.HTML)))
+        page.raw(tables.to_html(tables.paper_layout(summary, dataset, tables.HTML), escape=False))
         page.paragraph(tables.LEGEND.replace("`", ""), "legend")
         markdown += [
             caption,
@@ -281,6 +281,7 @@ def write_report(
                     caption=f"{label}: our accuracy next to the paper's ({CITATION})",
                     label=f"tab:{anchor}-paper",
                     index=False,
+                    escape=True,
                 )
             )
 
@@ -295,7 +296,7 @@ def write_report(
             )
             page.heading(f"Paired tests against {heading}", level=3)
             page.paragraph(text, "small")
-            page.raw(tables.to_html(html_matrix))
+            page.raw(tables.to_html(html_matrix, escape=False))
             md_matrix = tables.tests_matrix(analysis.tests, dataset, against, tables.MARKDOWN)
             markdown += [f"### Paired tests against {heading}", "", text, ""]
             markdown += [tables.to_markdown(md_matrix), ""]

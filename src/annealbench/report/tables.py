@@ -192,9 +192,14 @@ def to_markdown(frame: pd.DataFrame, index: bool = True, corner: str = "") -> st
     return "\n".join([header, rule, *body])
 
 
-def to_latex(frame: pd.DataFrame, caption: str, label: str, index: bool = True) -> str:
-    """A LaTeX table (booktabs) via pandas; cells are already LaTeX-escaped strings."""
+def to_latex(
+    frame: pd.DataFrame, caption: str, label: str, index: bool = True, escape: bool = False
+) -> str:
+    """A LaTeX table (booktabs) via pandas. ``escape=False``: cells are LaTeX already (the
+    paper layout); ``escape=True``: plain text cells, escaped here."""
     frame = format_numbers(frame)
+    if escape:
+        frame = frame.map(lambda v: LATEX.escape(v) if isinstance(v, str) else v)
     frame.columns = [LATEX.escape(str(c)) for c in frame.columns]
     return frame.to_latex(
         index=index,
@@ -206,10 +211,13 @@ def to_latex(frame: pd.DataFrame, caption: str, label: str, index: bool = True) 
     )
 
 
-def to_html(frame: pd.DataFrame, index: bool = True, css_class: str = "results") -> str:
-    """An HTML table; cells are already HTML-escaped strings."""
+def to_html(
+    frame: pd.DataFrame, index: bool = True, escape: bool = True, css_class: str = "results"
+) -> str:
+    """An HTML table in a scrolling box. ``escape=False`` when the cells are HTML already
+    (the paper layout, the test matrices); plain text is escaped."""
     frame = format_numbers(frame)
-    table = frame.to_html(index=index, escape=False, classes=css_class, border=0, na_rep="")
+    table = frame.to_html(index=index, escape=escape, classes=css_class, border=0, na_rep="")
     return f'<div class="scroll">{table}</div>'
 
 
