@@ -294,7 +294,7 @@ def test_an_empty_store_is_a_clear_error(tmp_path: Path) -> None:
     assert code == 2
     assert "error:" in output and "holds no runs" in output
     assert file_digest(store) == before
-    assert not (tmp_path / "out" / "report.html").exists()
+    assert not (tmp_path / "out").exists()  # nothing is written for a store with nothing
 
 
 def test_a_file_that_is_not_a_store_is_refused_untouched(tmp_path: Path) -> None:

@@ -201,11 +201,22 @@ def write_report(
     source: str = "",
     schedule_epochs: int = 100,
 ) -> ReportFiles:
-    """Write every report file into ``out`` (created if needed); return their paths."""
+    """Write every report file into ``out`` (created if needed); return their paths.
+
+    Any failure to write (a full disk, a folder made read-only meanwhile) is a ReportError.
+    """
     folder = Path(out)
     check_writable(folder)
+    try:
+        return _write_all(analysis, folder, source, schedule_epochs)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ReportError(f"cannot write the report to {folder}: {reason}") from exc
+
+
+def _write_all(analysis: Analysis, folder: Path, source: str, schedule_epochs: int) -> ReportFiles:
     figure_folder = folder / "figures"
-    check_writable(figure_folder)
+    figure_folder.mkdir(exist_ok=True)
     written: list[Path] = []
     summary = analysis.summary
 
@@ -404,7 +415,6 @@ def report_store(
         raise ReportError(f"no results store at {path}; run `annealbench run` first")
     if path.is_dir():
         raise ReportError(f"{path} is a folder, not a results store file")
-    check_writable(Path(out))
     with Store(path, readonly=True) as handle:
         names = handle.study_names()
         if study is not None and study not in names:
@@ -417,6 +427,6 @@ def report_store(
         epochs = handle.epochs_frame(study)
     if runs.empty:
         raise ReportError(f"the store {path} holds no runs; run `annealbench run` first")
-    analysis = analyze(runs, epochs)
+    analysis = analyze(runs, epochs)  # the store is closed: only the output folder is written
     label = f"{path.name}" + (f" (study {study})" if study else "")
     return write_report(analysis, out, source=label)
