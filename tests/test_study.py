@@ -432,6 +432,47 @@ def test_ray_executor_without_ray_says_how_to_install_it(
                  match="pip install 'annealbench[ray]'")  # fmt: skip
 
 
+def test_missing_data_stops_the_study_with_the_data_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from annealbench import data
+
+    def missing(*args: object, **kwargs: object) -> None:
+        raise data.DataError("no Fashion-MNIST in /nowhere; apt install dataset-fashion-mnist")
+
+    monkeypatch.setattr(data, "load", missing)
+    store = tmp_path / "s.sqlite"
+    out = invoke_fails("run", *GRID_ARGS, "--store", store, match="apt install dataset-fashion")
+    assert "rerun the same command" in out
+    with Store(store, readonly=True) as s:  # one run tried, the others left for the rerun
+        assert sorted(s.runs_frame()["status"]) == ["failed", "pending", "pending", "pending"]
+
+
+def test_a_full_disk_mid_study_is_a_clear_error_and_keeps_the_store(
+    reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "results.sqlite"
+    path.write_bytes(reference.read_bytes())
+    with Store(path) as s:  # forget one finished run, so the rerun has something to train
+        s._conn.execute("UPDATE run SET status = 'pending' WHERE run_id = 4")
+    before = metrics(path)
+
+    def full(self: Store, claim: object, record: object) -> None:
+        raise self._translate(sqlite3.OperationalError("database or disk is full"), "write to")
+
+    monkeypatch.setattr(Store, "record_epoch", full)
+    invoke_fails("run", *GRID_ARGS, "--store", path, match="the disk is full")
+    with Store(path, readonly=True) as s:
+        assert sorted(s.runs_frame()["status"]) == ["done", "done", "done", "pending"]
+    pd.testing.assert_frame_equal(metrics(path), before)
+
+
+def test_bad_run_options_are_refused_before_anything_is_stored(tmp_path: Path) -> None:
+    invoke_fails("run", *GRID_ARGS, "--step-per", "batch", "--store", tmp_path / "s.sqlite",
+                 match="step_per must be 'iteration' or 'epoch'")  # fmt: skip
+    assert not (tmp_path / "s.sqlite").exists()
+
+
 def test_unknown_study_and_missing_store_in_status(reference: Path, tmp_path: Path) -> None:
     invoke_fails("status", "--store", tmp_path / "none.sqlite", match="no results store")
     invoke_fails("status", "--store", reference, "--study", "nope", match="no study 'nope'")

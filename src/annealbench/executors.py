@@ -19,9 +19,10 @@ import subprocess
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from annealbench.store import Claim
+if TYPE_CHECKING:  # pragma: no cover
+    from annealbench.store import Claim
 
 EXECUTORS = ("local", "ray")
 
@@ -80,6 +81,10 @@ def environment(device: str) -> dict[str, Any]:
     return env
 
 
+class _ReportError(Exception):
+    """Carries an exception raised by ``on_epoch`` out of training, unmistaken for its failure."""
+
+
 def execute(
     config: dict[str, Any],
     checkpoint: Path,
@@ -91,9 +96,16 @@ def execute(
     """Train one run (resuming from ``checkpoint``); a plain-dict outcome any process can send.
 
     An exception inside training becomes status "failed" with the error text; the checkpoint
-    is kept so the run resumes when retried.
+    is kept so the run resumes when retried. An exception from ``on_epoch`` (the driver could
+    not store the epoch: a full disk, a lost claim) is not the run's fault and propagates.
     """
     from annealbench.engine import RunConfig, resolve_device, train
+
+    def report(record: Any) -> None:
+        try:
+            on_epoch(dataclasses.asdict(record))
+        except BaseException as exc:
+            raise _ReportError() from exc
 
     env: dict[str, Any] | None = None
     try:
@@ -103,14 +115,22 @@ def execute(
             run,
             data_root=data_root,
             checkpoint_path=checkpoint,
-            on_epoch=None if on_epoch is None else lambda r: on_epoch(dataclasses.asdict(r)),
+            on_epoch=None if on_epoch is None else report,
             progress=progress,
         )
     except KeyboardInterrupt:
         raise
+    except _ReportError as exc:
+        raise exc.__cause__ from None
     except Exception as exc:  # the run failed; the study carries on with the others
         trace = traceback.format_exception_only(exc)[-1].strip()
-        return {"status": "failed", "error": trace, "epochs": None, "environment": env}
+        return {
+            "status": "failed",
+            "error": trace,
+            "error_type": type(exc).__name__,
+            "epochs": None,
+            "environment": env,
+        }
     return {
         "status": result.status,
         "error": result.error,

@@ -39,9 +39,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
 #: ``PRAGMA application_id`` of every annealbench store: the bytes ``ANLB``.
 APPLICATION_ID = 0x414E4C42
@@ -111,6 +112,10 @@ _EPOCH_FIELDS = ("lr", "train_loss", "train_acc", "test_loss", "test_acc", "wall
 
 class StoreError(RuntimeError):
     """Not a store, a newer schema, a read-only or full disk, or conflicting settings."""
+
+
+class ClaimLost(StoreError):
+    """This process no longer holds the run (it was reclaimed after its lease expired)."""
 
 
 @dataclass(frozen=True)
@@ -543,7 +548,7 @@ class Store:
             "SELECT status, claim FROM run WHERE run_id = ?", (claim.run_id,)
         ).fetchone()
         if row is None or row[0] != "running" or row[1] != claim.token:
-            raise StoreError(
+            raise ClaimLost(
                 f"run {claim.run_id} is no longer held by this process (it was reclaimed after "
                 "its lease expired); its results are left to the process that holds it now."
             )
@@ -647,6 +652,8 @@ class Store:
     # -- reading -------------------------------------------------------------------------
 
     def _frame(self, sql: str, study: str | None) -> pd.DataFrame:
+        import pandas as pd  # here, so workers that only train never import it
+
         where = "" if study is None else "WHERE s.name = ?"
         params = () if study is None else (study,)
         try:
@@ -695,6 +702,8 @@ class Store:
     def status_frame(self, study: str | None = None) -> pd.DataFrame:
         """Run counts per study, dataset and model: total, done, running, diverged, failed and
         remaining (pending or running)."""
+        import pandas as pd
+
         runs = self.runs_frame(study)
         columns = ["study", "dataset", "model"]
         if runs.empty:

@@ -20,10 +20,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from annealbench.store import Claim, Store, StoreError
+from annealbench.store import Claim, ClaimLost, Store, StoreError
 
 #: RunConfig fields a study fixes per run; every other field is a study-wide option.
 GRID_FIELDS = ("dataset", "model", "method", "seed")
+#: Failures that every other run would repeat (missing data, an unusable device): the
+#: driver stops handing out runs after one of them.
+STUDY_WIDE_ERRORS = frozenset({"DataError", "ConfigError"})
 #: How often the driver renews its claims so runners on other hosts leave them alone.
 HEARTBEAT_S = 60.0
 #: Sustained rate assumed to turn FLOPs into GPU-hours in :func:`estimate` (a rough guide).
@@ -88,9 +91,9 @@ class Study:
                 f"unknown run options {unknown_options}; valid: {', '.join(sorted(known))}"
             )
         try:
-            self.template()
+            self.template().validate()
         except (TypeError, ValueError) as exc:
-            raise StudyError(f"bad run options {dict(self.options)}: {exc}") from exc
+            raise StudyError(f"bad run options: {exc}") from exc
 
     def template(self) -> Any:
         """The RunConfig of the grid's first run: every option with defaults filled in."""
@@ -255,6 +258,8 @@ class StudyOutcome:
     counts: dict[str, int]
     interrupted: bool = False
     failures: list[str] = field(default_factory=list)
+    #: An error every run would hit (missing data, no such device): the study stopped on it.
+    fatal: str | None = None
 
     @property
     def remaining(self) -> int:
@@ -274,10 +279,13 @@ class _Driver:
         self.in_flight: dict[int, Claim] = {}
         self.epochs_seen: dict[int, int] = {}
         self.failures: list[str] = []
+        self.fatal: str | None = None
         self.last_beat = time.monotonic()
         self.bar = _study_bar(total, finished, progress)
 
     def next_claim(self) -> Claim | None:
+        if self.fatal is not None:
+            return None
         claim = self.store.claim_next(self.study_id)
         if claim is not None:
             # Train where this command says, whatever device the study was started with.
@@ -291,7 +299,11 @@ class _Driver:
         return checkpoint_path(self.ckpt, claim)
 
     def epoch(self, claim: Claim, record: Mapping[str, Any]) -> None:
-        self.store.record_epoch(claim, record)
+        try:
+            self.store.record_epoch(claim, record)
+        except ClaimLost as exc:
+            self.write(f"run {_describe(claim)}: {exc}")
+            return
         self.epochs_seen[claim.run_id] = int(record["epoch"])
         self._postfix()
         self.tick()
@@ -299,10 +311,15 @@ class _Driver:
     def finished(self, claim: Claim, outcome: Mapping[str, Any]) -> None:
         """Store a run's final status, its full epoch list and environment; drop its checkpoint."""
         status = outcome["status"]
-        self.store.finish_run(
-            claim, status, error=outcome.get("error"), epochs=outcome.get("epochs"),
-            environment=outcome.get("environment"),
-        )  # fmt: skip
+        try:
+            self.store.finish_run(
+                claim, status, error=outcome.get("error"), epochs=outcome.get("epochs"),
+                environment=outcome.get("environment"),
+            )  # fmt: skip
+        except ClaimLost as exc:  # another runner holds it now and will store it
+            self.write(f"run {_describe(claim)}: {exc}")
+            self._forget(claim)
+            return
         if status in ("done", "diverged"):
             checkpoint = self.checkpoint(claim)
             checkpoint.unlink(missing_ok=True)
@@ -312,6 +329,8 @@ class _Driver:
         else:
             self.failures.append(f"{_describe(claim)}: {outcome.get('error')}")
             self.write(f"run {_describe(claim)} failed: {outcome.get('error')}")
+            if outcome.get("error_type") in STUDY_WIDE_ERRORS:
+                self.fatal = str(outcome.get("error"))
         self._forget(claim)
         if self.bar is not None:
             self.bar.update(1)
@@ -432,17 +451,25 @@ def run_study(
             chosen.run_all(driver)
         except KeyboardInterrupt:
             interrupted = True
-            chosen.stop()  # workers first, so none writes a checkpoint after the release
-            released = driver.release_all()
-            driver.write(
-                f"\ninterrupted: {len(released)} run(s) in flight put back to pending, "
-                "their last epoch checkpoints kept."
-            )
         finally:
+            # Whatever stopped us (Ctrl-C, a full disk): stop the workers first, so none
+            # writes a checkpoint after its run is released, then give the runs back.
             chosen.stop()
+            released = driver.release_all()
             driver.close()
+        if interrupted:
+            print(
+                f"\ninterrupted: {len(released)} run(s) in flight put back to pending, "
+                "their last epoch checkpoints kept.",
+                file=sys.stderr,
+            )
         return StudyOutcome(
-            study.name, study.n_runs, _counts(store, study.name), interrupted, driver.failures
+            study.name,
+            study.n_runs,
+            _counts(store, study.name),
+            interrupted,
+            driver.failures,
+            driver.fatal,
         )
 
 

@@ -143,6 +143,11 @@ def run_command(
             fg=typer.colors.YELLOW, err=True,
         )  # fmt: skip
         raise typer.Exit(130)
+    if outcome.fatal is not None:
+        raise fail(
+            f"stopped: {outcome.fatal}\nEvery run would fail the same way; fix it, then rerun "
+            f"the same command to resume:\n  {resume_hint()}"
+        )
     if counts.get("failed"):
         typer.secho(
             f"{counts['failed']} run(s) failed (errors in `annealbench status --store {store}` "
