@@ -173,6 +173,8 @@ def test_paired_tests_csv_pairs_six_seeds_with_wilcoxon(report: dict) -> None:
     row = tests[(tests["model"] == "nn2") & (tests["against"] == "best")].set_index("method")
     # sig+ beats sig by 0.5 + 0.02 seed, exp by 1.0 + 0.04 seed, 0.1 by 3.0 + 0.06 seed.
     assert set(row.index) == {"0.1", "exp", "sig"}
+    html = (report["out"] / "report.html").read_text()
+    assert "sig+ is the best method of every row: its tests are the ones above." in html
     assert (row["test"] == "wilcoxon").all() and (row["pairs"] == 6).all()
     assert row["p_value"].tolist() == pytest.approx([2 / 64] * 3)
     assert row.loc["sig", "diff"] == pytest.approx(-0.55)
@@ -256,8 +258,9 @@ def test_report_html_renders_in_headless_chromium(report: dict, tmp_path: Path) 
     for image in seen["images"]:
         assert image["complete"] and image["width"] > 0, image
         assert image["src"] == "data:image/png;base64,"
-    # Per dataset: layout, side-by-side, two test matrices; then ranks and missing runs.
-    assert seen["tables"] == 6
+    # Layout, side-by-side, tests against the best (sig+ here, so no second matrix), ranks,
+    # missing runs.
+    assert seen["tables"] == 5
 
 
 def test_report_html_needs_nothing_outside_the_file(report: dict) -> None:

@@ -296,9 +296,16 @@ def _write_all(analysis: Analysis, folder: Path, source: str, schedule_epochs: i
                 )
             )
 
+        mine = analysis.tests[analysis.tests["dataset"] == dataset]
+        best_refs = set(mine.loc[mine["against"] == "best", "reference"])
         for against, heading in (("best", "the row's best method"), ("sig+", "sig+")):
             html_matrix = tables.tests_matrix(analysis.tests, dataset, against, tables.HTML)
             if html_matrix.empty:
+                continue
+            if against == "sig+" and best_refs == {"sig+"}:
+                line = "sig+ is the best method of every row: its tests are the ones above."
+                page.paragraph(line, "small")
+                markdown += [line, ""]
                 continue
             text = (
                 f"Paired tests against {heading}: mean difference (method - reference) over "

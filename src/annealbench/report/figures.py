@@ -50,7 +50,7 @@ def _figure(columns: int, rows: int, legend: bool, **subplots: object) -> tuple[
     """A figure of ``rows`` x ``columns`` panels with fixed margins in inches (room for the
     suptitle, axis labels and a legend on the right). Fixed margins instead of constrained
     layout: it halves the time to save a figure, which the tests and `make run` feel."""
-    left, right, top, bottom = 0.95, (1.2 if legend else 0.25), 0.65, 0.55
+    left, right, top, bottom = 0.95, (1.2 if legend else 0.25), 0.75, 0.55
     width = max(left + right + PANEL_W * columns, 7.0)  # room for the suptitle
     height = top + bottom + PANEL_H * rows
     fig = Figure(figsize=(width, height), dpi=DPI)
