@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from annealbench.report.paper import (
     DECAY_METHODS,
@@ -166,6 +167,7 @@ def accuracy_figure(epochs: pd.DataFrame, dataset: str) -> Figure:
             handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False
         )
     axes[0, 0].set_ylim(*_accuracy_limits(curves))
+    axes[0, 0].xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     fig.suptitle(
         f"{dataset_label(dataset)}: test accuracy over epochs (mean over trials, band ±1 std)"
     )
@@ -198,6 +200,7 @@ def lr_figure(epochs: pd.DataFrame, dataset: str) -> Figure:
     if not positive.empty:  # explicit limits: a log axis of one constant rate autoscales badly
         axes[0].set_ylim(positive.min() / 1.6, positive.max() * 1.6)
     axes[0].set_ylabel("learning rate")
+    axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
     handles, labels = [], []
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
