@@ -11,7 +11,9 @@ from annealbench.cli.app import app, fail
 
 @app.command("report")
 def report_command(
-    store: Path = typer.Option(..., "--store", help="Results store (SQLite) to read; never changed."),
+    store: Path = typer.Option(
+        ..., "--store", help="Results store (SQLite) to read; never changed."
+    ),
     out: Path = typer.Option(..., "--out", help="Folder for report.html, CSVs, tables, figures."),
     study: str | None = typer.Option(
         None, "--study", help="Study to report; needed when the store holds several."
