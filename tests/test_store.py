@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -153,8 +154,12 @@ def test_claims_hand_out_each_run_once_in_order(store: Store) -> None:
     assert store.claim_next(study) is None  # all running, held by this live process
 
 
-def _claim_all(path: str, study: int, out: multiprocessing.Queue) -> None:
+def _claim_all(path: str, start: Any, out: multiprocessing.Queue) -> None:
+    """One runner: create or open the store, add the study's runs, train whatever it gets."""
+    start.wait()  # a barrier: all runners open the fresh file at once
     with Store(path) as s:
+        study = s.ensure_study("s", SETTINGS)
+        s.add_runs(study, configs(methods=[f"m{i}" for i in range(30)], seeds=range(2)))
         got = []
         while (claim := s.claim_next(study)) is not None:
             got.append(claim.run_id)
@@ -163,13 +168,11 @@ def _claim_all(path: str, study: int, out: multiprocessing.Queue) -> None:
 
 
 def test_concurrent_processes_never_get_the_same_run(tmp_path: Path) -> None:
+    """Three processes race to create one new store and study, then share its runs."""
     path = tmp_path / "results.sqlite"
-    with Store(path) as s:
-        study = s.ensure_study("s", SETTINGS)
-        s.add_runs(study, configs(methods=[f"m{i}" for i in range(30)], seeds=range(2)))
     ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=_claim_all, args=(str(path), study, queue)) for _ in range(3)]
+    queue, start = ctx.Queue(), ctx.Barrier(3)
+    procs = [ctx.Process(target=_claim_all, args=(str(path), start, queue)) for _ in range(3)]
     for p in procs:
         p.start()
     claimed = [queue.get(timeout=60) for _ in procs]
@@ -179,6 +182,7 @@ def test_concurrent_processes_never_get_the_same_run(tmp_path: Path) -> None:
     flat = [r for got in claimed for r in got]
     assert sorted(flat) == list(range(1, 61))  # every run exactly once
     with Store(path, readonly=True) as s:
+        assert s.study_names() == ["s"]
         assert set(s.runs_frame()["status"]) == {"done"}
         assert len(s.epochs_frame()) == 60
 

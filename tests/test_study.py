@@ -116,7 +116,7 @@ def test_preset_cost_tables_match_the_models() -> None:
 
 def test_estimate_scales_with_the_grid() -> None:
     quick, table2 = estimate("quick"), estimate("paper-fashion-mnist")
-    assert quick["runs"] == 24 and table2["runs"] == 480
+    assert quick["runs"] == 48 and table2["runs"] == 480
     assert table2["run_epochs"] == 48_000
     assert table2["pflop"] > 100 * quick["pflop"]
 
@@ -328,9 +328,11 @@ def test_status_counts_runs_per_dataset_and_model(reference: Path) -> None:
 def test_presets_command_lists_every_preset_with_its_size() -> None:
     result = runner.invoke(app, ["presets"])
     assert result.exit_code == 0, result.output
-    for name in preset_names():
-        assert name in result.output
-    assert "480" in result.output and "600" in result.output and "24" in result.output
+    rows = {line.split()[0]: line.split()[1:3] for line in result.output.splitlines()[1:-1]
+            if line.strip() and not line.startswith(" ")}  # fmt: skip
+    assert rows == {"quick": ["48", "6"], "paper-mnist": ["480", "100"],
+                    "paper-fashion-mnist": ["480", "100"], "paper-svhn": ["600", "100"],
+                    "paper-cifar10": ["600", "100"], "paper-cifar100": ["600", "100"]}  # fmt: skip
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])

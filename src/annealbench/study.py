@@ -444,7 +444,7 @@ def run_study(
         chosen = executors.make(
             executor, workers=workers, threads=threads, data_root=data_root, address=address,
             cpus_per_run=cpus_per_run, gpu_fraction=gpu_fraction, max_retries=max_retries,
-            progress=progress,
+            progress=progress, device=device,
         )  # fmt: skip
         interrupted = False
         try:

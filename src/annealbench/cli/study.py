@@ -29,11 +29,11 @@ def run_command(
     datasets: str | None = typer.Option(None, "--datasets", help="e.g. mnist,fashion-mnist"),
     models: str | None = typer.Option(None, "--models", help="e.g. nn2,nn3,lenet4,vgg9"),
     methods: str | None = typer.Option(
-        None, "--methods", help="e.g. sig+,str+,adam [default: the paper's 12]"
+        None, "--methods", help="e.g. sig+,str+,adam (default: the paper's 12)"
     ),
-    trials: int | None = typer.Option(None, "--trials", help="Seeds 0..N-1 [default: 10]"),
-    epochs: int | None = typer.Option(None, "--epochs", help="[default: 100]"),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="[default: 128]"),
+    trials: int | None = typer.Option(None, "--trials", help="Seeds 0..N-1 (default: 10)"),
+    epochs: int | None = typer.Option(None, "--epochs", help="Epochs per run (default: 100)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="(default: 128)"),
     subset: int | None = typer.Option(None, "--subset", help="Train on the first N images."),
     step_per: str | None = typer.Option(
         None, "--step-per", help="Advance schedules every 'iteration' (default) or 'epoch'."
@@ -43,14 +43,14 @@ def run_command(
     ),
     store: Path = typer.Option(DEFAULT_STORE, "--store", help="SQLite results file."),
     study: str | None = typer.Option(
-        None, "--study", help="Study name in the store [default: the preset's name or 'default']"
+        None, "--study", help="Study name in the store (default: the preset's name, or 'default')."
     ),
     executor: str = typer.Option("local", "--executor", help="local or ray"),
     workers: int = typer.Option(
         1, "--workers", help="Local worker processes (CPU threads split, or one GPU each)."
     ),
     threads: int | None = typer.Option(
-        None, "--threads", help="CPU threads per local worker [default: cores / workers]"
+        None, "--threads", help="CPU threads per local worker (default: (cores - 1) / workers)."
     ),
     address: str | None = typer.Option(
         None, "--address", help="Ray cluster address, e.g. ray://head:10001 or auto."
@@ -66,10 +66,10 @@ def run_command(
         None, "--data-root", envvar="ANNEALBENCH_DATA", help="Dataset folder."
     ),
     checkpoint_dir: Path | None = typer.Option(
-        None, "--checkpoint-dir", help="Per-run checkpoints [default: <store>.checkpoints]"
+        None, "--checkpoint-dir", help="Per-run checkpoints (default: <store>.checkpoints)."
     ),
     methods_file: Path | None = typer.Option(
-        None, "--methods-file", help="TOML file with [methods.NAME] tables of your own methods."
+        None, "--methods-file", help="TOML file with \\[methods.NAME] tables of your own methods."
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
 ) -> None:
