@@ -354,7 +354,12 @@ class RayExecutor:
         self.started_here = not ray.is_initialized()
         if self.started_here:
             try:
-                ray.init(address=address, include_dashboard=False, log_to_driver=False)
+                # Ray Client (ray://) takes fewer options; the dashboard only matters when
+                # this driver starts a local instance.
+                options: dict[str, Any] = {"log_to_driver": False}
+                if address is None:
+                    options["include_dashboard"] = False
+                ray.init(address=address, **options)
             except Exception as exc:  # ConnectionError and Ray's own errors
                 where = address or "a new local Ray instance"
                 raise ExecutorError(f"cannot connect to Ray at {where}: {exc}") from exc
