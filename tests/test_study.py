@@ -294,17 +294,38 @@ def test_local_workers_survive_a_dead_worker_and_store_the_same_numbers(
     pd.testing.assert_frame_equal(metrics(store), metrics(reference))
 
 
-def test_ray_executor_stores_the_same_numbers(reference: Path, tmp_path: Path) -> None:
+def _kill_a_ray_task(checkpoints: Path, killed: list[int]) -> None:
+    """Once a run has checkpointed an epoch, SIGKILL a Ray worker process that trains one."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not killed:
+        if list(checkpoints.glob("*.pt")):
+            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+                with contextlib.suppress(OSError):
+                    if cmdline.read_bytes().startswith(b"ray::_ray_train"):
+                        os.kill(int(cmdline.parent.name), signal.SIGKILL)
+                        killed.append(int(cmdline.parent.name))
+                        return
+        time.sleep(0.01)
+
+
+def test_ray_executor_retries_a_dead_worker_and_stores_the_same_numbers(
+    reference: Path, tmp_path: Path
+) -> None:
     import ray
 
     store = tmp_path / "results.sqlite"
-    two_runs = dataclasses.replace(TINY, trials=1)  # fmt: skip
+    two_runs = dataclasses.replace(TINY, trials=1)
+    killed: list[int] = []
+    watcher = threading.Thread(target=_kill_a_ray_task, args=(Path(f"{store}.checkpoints"), killed))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
+        watcher.start()
         outcome = run_study(two_runs, store, executor="ray", cpus_per_run=1, progress=False)
     finally:
+        watcher.join()
         ray.shutdown()
-    assert outcome.counts == {"done": 2}
+    assert killed, "no Ray worker was seen training"
+    assert outcome.counts == {"done": 2}  # Ray retried the killed task from its checkpoint
     expected = metrics(reference)
     expected = expected[expected["method"].isin(["sig+", "adam"]) & (expected["seed"] == 0)]
     pd.testing.assert_frame_equal(metrics(store), expected.reset_index(drop=True))
