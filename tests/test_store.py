@@ -199,6 +199,8 @@ def test_run_of_a_dead_worker_is_reclaimed(store: Store) -> None:
     ghost = Worker(Worker.current().host, int(dead.stdout), "1")
     lost = store.claim_next(study, worker=ghost)
     store.record_epoch(lost, record(1))
+    assert store.orphaned_runs() == [lost.run_id] == store.orphaned_runs("s")
+    assert store.orphaned_runs("other") == []
     # The same host sees the pid is gone and hands the run out again, stored epoch kept.
     again = store.claim_next(study)
     assert again.run_id == lost.run_id and again.attempts == 2

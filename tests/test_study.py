@@ -214,6 +214,8 @@ def test_sigkill_mid_study_then_resume_equals_uninterrupted(
     assert 0 < (runs["status"] == "done").sum() < 4, runs["status"].tolist()
     # The run in flight has a checkpoint at least as far as the store: nothing stored is lost.
     interrupted = runs[runs["status"] == "running"]
+    status = runner.invoke(app, ["status", "--store", str(store)]).output
+    assert ("1 of the running runs lost their process" in status) == bool(len(interrupted))
     if len(interrupted):
         import torch
 

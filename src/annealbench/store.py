@@ -523,25 +523,39 @@ class Store:
         return Claim(int(row[0]), row[1], token, json.loads(row[2]), int(row[3]) + 1)
 
     def _reclaim(self, conn: sqlite3.Connection, study_id: int, lease_s: float) -> None:
-        here = socket.gethostname()
-        stale = []
-        now = time.time()
+        stale = self._stale(conn, "study_id = ?", (study_id,), lease_s)
+        conn.executemany(
+            "UPDATE run SET status = 'pending', claim = NULL, pid = NULL, pid_start = NULL "
+            "WHERE run_id = ?",
+            [(run_id,) for run_id in stale],
+        )
+
+    @staticmethod
+    def _stale(
+        conn: sqlite3.Connection, where: str, params: tuple[Any, ...], lease_s: float
+    ) -> list[int]:
+        """Running runs whose process is gone (this host) or silent for ``lease_s`` (others)."""
+        here, now, stale = socket.gethostname(), time.time(), []
         for run_id, host, pid, pid_start, heartbeat in conn.execute(
-            "SELECT run_id, host, pid, pid_start, heartbeat FROM run "
-            "WHERE study_id = ? AND status = 'running'",
-            (study_id,),
+            "SELECT run_id, host, pid, pid_start, heartbeat FROM run JOIN study USING (study_id) "
+            f"WHERE status = 'running' AND {where}",
+            params,
         ).fetchall():
             if host == here and pid is not None:
                 dead = not Worker(host, int(pid), pid_start).is_alive()
             else:
                 dead = heartbeat is None or now - heartbeat > lease_s
             if dead:
-                stale.append((run_id,))
-        conn.executemany(
-            "UPDATE run SET status = 'pending', claim = NULL, pid = NULL, pid_start = NULL "
-            "WHERE run_id = ?",
-            stale,
-        )
+                stale.append(int(run_id))
+        return stale
+
+    def orphaned_runs(
+        self, study: str | None = None, lease_s: float = DEFAULT_LEASE_S
+    ) -> list[int]:
+        """Runs marked running whose process is gone: the next ``claim_next`` hands them out."""
+        if study is None:
+            return self._stale(self._conn, "1", (), lease_s)
+        return self._stale(self._conn, "name = ?", (study,), lease_s)
 
     def _owned(self, conn: sqlite3.Connection, claim: Claim) -> None:
         row = conn.execute(

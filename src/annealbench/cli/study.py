@@ -177,6 +177,7 @@ def status_command(
                 s.study_id(study)
             counts = s.status_frame(study)
             runs = s.runs_frame(study)
+            orphaned = s.orphaned_runs(study)
     except StoreError as exc:
         raise fail(str(exc)) from None
     if counts.empty:
@@ -185,6 +186,11 @@ def status_command(
     numbers = ["total", "done", "running", "diverged", "failed", "remaining"]
     totals = pd.DataFrame([{"study": "all", "dataset": "", "model": "", **counts[numbers].sum()}])
     print(pd.concat([counts, totals], ignore_index=True).to_string(index=False))
+    if orphaned:
+        print(
+            f"{len(orphaned)} of the running runs lost their process (killed or crashed); "
+            "the next `annealbench run` of their study continues them from their checkpoints."
+        )
     failed = runs[runs["status"] == "failed"]
     for row in failed.head(10).itertuples(index=False):
         print(f"failed: {row.dataset}/{row.model}/{row.method}/seed{row.seed}: {row.error}")
