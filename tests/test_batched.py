@@ -147,7 +147,7 @@ def test_batched_updates_equal_torch_optim_on_the_same_gradients(kind):
             for p, g in zip(ps, grads, strict=True):
                 p.grad = g[run].clone()
             opt.step()
-        batched_update(rule, stacked, grads, state, lrs)
+        batched_update(rule, stacked, [g.clone() for g in grads], state, lrs)
         for i in range(len(shapes)):
             expected = torch.stack([ps[i].detach() for ps in singles])
             torch.testing.assert_close(stacked[i], expected, rtol=1e-6, atol=1e-7)
@@ -187,8 +187,9 @@ def test_the_automatic_choice_follows_the_cpu_measurements():
     assert batched.should_batch(row, "cpu")  # MLP, many runs: batched measured faster
     assert not batched.should_batch(row[: batched.MIN_RUNS_CPU - 1], "cpu")
     assert not batched.should_batch([config()], "cpu")
-    convs = [config(model="lenet4", method=m) for m in methods.PAPER_METHODS]
-    assert not batched.should_batch(convs, "cpu")  # measured slower on this CPU
+    for model in ("nn3", "lenet4"):  # measured slower (or no faster) on this CPU
+        others = [config(model=model, method=m) for m in methods.PAPER_METHODS]
+        assert not batched.should_batch(others, "cpu")
 
 
 def test_the_group_stacks_the_engines_initial_weights():

@@ -49,9 +49,11 @@ __all__ = [
 
 #: On the CPU a group wins only from this many runs on (measured: benchmarks/README.md).
 MIN_RUNS_CPU = 4
-#: Models whose CPU step is dominated by Python/dispatch overhead rather than arithmetic,
-#: where stacking runs wins on the CPU (measured: benchmarks/README.md).
-CPU_BATCH_MODELS = frozenset({"nn2", "nn3"})
+#: Models a group trains faster than one run at a time on the CPU (measured:
+#: benchmarks/README.md). nn3's larger matmuls already run well alone (a group measured
+#: 0.84-0.97x); the convolutional models' vmapped convolutions become grouped convolutions,
+#: whose CPU backward is slow (lenet4 0.75-0.97x, vgg9 0.94x).
+CPU_BATCH_MODELS = frozenset({"nn2"})
 
 _DIVERGED = "training loss became non-finite"
 
@@ -155,12 +157,12 @@ def check_batchable(configs: Sequence[RunConfig]) -> None:
 def should_batch(configs: Sequence[RunConfig], device: str | torch.device | None = None) -> bool:
     """Whether training ``configs`` as one group beats training them one after another.
 
-    Never for runs that cannot be grouped (:func:`check_batchable`). On the CPU: only the
-    MLPs (nn2, nn3) with at least :data:`MIN_RUNS_CPU` runs, where one run's step is mostly
-    per-operation overhead that a group shares; for the convolutional models the CPU is
-    already busy with one run and the group measured slower. On a GPU: from two runs on,
-    since one shallow model at batch 128 leaves the chip mostly idle (GPU figures are
-    still to be measured: benchmarks/README.md).
+    Never for runs that cannot be grouped (:func:`check_batchable`). On the CPU: only
+    :data:`CPU_BATCH_MODELS` (nn2) with at least :data:`MIN_RUNS_CPU` runs, the only case
+    measured faster on this project's 2-core CPU (1.15-1.85x); elsewhere a group measured
+    slower or within noise, so one at a time is kept. On a GPU: from two runs on, since one
+    shallow model at batch 128 leaves the chip mostly idle (an expectation: the GPU
+    figures are still to be measured, benchmarks/README.md).
     """
     try:
         check_batchable(configs)
@@ -177,14 +179,14 @@ def should_batch(configs: Sequence[RunConfig], device: str | torch.device | None
 # --------------------------------------------------------------------------- batched updates
 
 
-def _view_per_run(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """A (k,) vector shaped to broadcast over a stacked (k, ...) tensor."""
-    return values.view(-1, *([1] * (like.dim() - 1)))
+def _per_run(values: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
+    """A (k,) float64 vector as float32 (k, 1, ...) views, one per stacked parameter.
 
-
-def _rates(rates: Sequence[float], like: torch.Tensor) -> torch.Tensor:
-    """Python floats as the float32 values torch.optim would use them as (same rounding)."""
-    return torch.tensor(list(rates), dtype=like.dtype, device=like.device)
+    Rates are computed in float64 (Python's float arithmetic, as torch.optim does it) and
+    rounded to the parameters' dtype once, as torch rounds a Python scalar ``alpha``.
+    """
+    cast = values.to(params[0].dtype)
+    return [cast.view(-1, *([1] * (p.dim() - 1))) for p in params]
 
 
 def batched_update(
@@ -192,24 +194,28 @@ def batched_update(
     params: list[torch.Tensor],
     grads: list[torch.Tensor],
     state: dict[str, Any],
-    lrs: Sequence[float],
+    lrs: torch.Tensor | Sequence[float],
 ) -> None:
     """One optimizer step on stacked (k, ...) tensors, run i at rate ``lrs[i]``, in place.
 
     torch.optim's single-tensor formulas: weight decay added to the gradient (decoupled for
     AdamW); SGD ``b = mu*b + g`` (first step ``b = g``), ``p -= lr*b``; RMSprop
     ``s = alpha*s + (1-alpha)*g^2``, ``p -= lr*g/(sqrt(s)+eps)``; Adam with bias correction.
-    ``state`` holds ``step`` (an int, shared by the k runs) and the stacked buffers.
+    ``state`` holds ``step`` (an int, shared by the k runs) and the stacked buffers;
+    ``lrs`` is a float64 tensor on the parameters' device (or a list of floats).
+    ``grads`` are consumed: weight decay is added to them in place.
     """
+    if not isinstance(lrs, torch.Tensor):
+        lrs = torch.tensor(list(lrs), dtype=torch.float64, device=params[0].device)
     with torch.no_grad():
         step = int(state.get("step", 0)) + 1
         state["step"] = step
         wd = float(rule.get("weight_decay"))
         if wd != 0 and rule.kind != "adamw":
-            grads = torch._foreach_add(grads, params, alpha=wd)
-        neg_lr = [_view_per_run(-_rates(lrs, p), p) for p in params]
+            torch._foreach_add_(grads, params, alpha=wd)  # torch: grad.add(param, alpha=wd)
         if rule.kind == "sgd":
             momentum = float(rule.get("momentum"))
+            neg_lr = _per_run(-lrs, params)
             if momentum == 0:
                 torch._foreach_addcmul_(params, grads, neg_lr)
                 return
@@ -227,13 +233,13 @@ def batched_update(
             torch._foreach_addcmul_(squares, grads, grads, value=1 - alpha)
             avg = torch._foreach_sqrt(squares)
             torch._foreach_add_(avg, eps)
-            torch._foreach_addcmul_(params, torch._foreach_div(grads, avg), neg_lr)
+            torch._foreach_addcmul_(params, torch._foreach_div(grads, avg), _per_run(-lrs, params))
         else:  # adam, adamw
             beta1, beta2 = (float(b) for b in rule.get("betas"))
             eps = float(rule.get("eps"))
             if rule.kind == "adamw" and wd != 0:
-                keep = [1 - lr * wd for lr in lrs]  # torch: param.mul_(1 - lr * weight_decay)
-                torch._foreach_mul_(params, [_view_per_run(_rates(keep, p), p) for p in params])
+                # torch: param.mul_(1 - lr * weight_decay)
+                torch._foreach_mul_(params, _per_run(1 - lrs * wd, params))
             means = state.setdefault("exp_avg", [torch.zeros_like(p) for p in params])
             squares = state.setdefault("exp_avg_sq", [torch.zeros_like(p) for p in params])
             torch._foreach_lerp_(means, grads, 1 - beta1)
@@ -241,12 +247,11 @@ def batched_update(
             torch._foreach_addcmul_(squares, grads, grads, value=1 - beta2)
             correction1 = 1 - beta1**step
             correction2_sqrt = (1 - beta2**step) ** 0.5
-            neg_step = [-lr / correction1 for lr in lrs]
             denom = torch._foreach_sqrt(squares)
             torch._foreach_div_(denom, correction2_sqrt)
             torch._foreach_add_(denom, eps)
-            steps = [_view_per_run(_rates(neg_step, p), p) for p in params]
-            torch._foreach_addcmul_(params, torch._foreach_div(means, denom), steps)
+            neg_step = _per_run(-(lrs / correction1), params)  # torch: value=-(lr / bc1)
+            torch._foreach_addcmul_(params, torch._foreach_div(means, denom), neg_step)
 
 
 _STATE_NAMES = {
@@ -458,6 +463,8 @@ class BatchedGroup:
         orders = torch.stack([torch.randperm(n, generator=r.parts.order_gen) for r in runs])
         orders = all_orders = orders.to(device, non_blocking=True)
         rates = [self._epoch_rates(r) for r in runs]
+        # The same rates as float64 on the device: one copy per epoch, none per step.
+        rate_table = torch.tensor(rates, dtype=torch.float64, device=device)
         rows = list(range(len(runs)))  # stack row -> position in ``runs``
         rows_t = torch.arange(len(runs), device=device)
         loss_sum = torch.zeros(len(runs), device=device, dtype=torch.float64)
@@ -474,6 +481,7 @@ class BatchedGroup:
                     [data_mod.augment(x[i], spec, runs[rows[i]].parts.aug_gen) for i in range(k)]
                 )
             grads, (loss, logits) = self._loss_grad(self.params, x, y)
+            step_rates = rate_table[:, step].index_select(0, rows_t)  # stack row order
             for segment in self.segments:
                 part = slice(segment.start, segment.stop)
                 batched_update(
@@ -481,7 +489,7 @@ class BatchedGroup:
                     [self.params[name][part] for name in names],
                     [grads[name][part] for name in names],
                     segment.state,
-                    [rates[rows[i]][step] for i in range(segment.start, segment.stop)],
+                    step_rates[part],
                 )
             loss = loss.detach()
             loss_sum.index_add_(0, rows_t, loss.double() * b)

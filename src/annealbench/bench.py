@@ -270,7 +270,8 @@ def run_benchmark(
     """Measure engine, batched, reference and matmul peak; one dict of figures.
 
     ``batched_k=0`` skips the batched figure. Every figure is the best of ``repeats``
-    interleaved rounds; the per-round figures are kept under ``rounds``.
+    interleaved rounds; the per-round figures, and the ratios within each round, are kept
+    under ``rounds``.
     """
     if steps < 1 or repeats < 1 or batched_k < 0:
         raise ValueError("steps and repeats must be >= 1, batched_k >= 0")
@@ -300,6 +301,15 @@ def run_benchmark(
         figures["reference_samples_per_s"] = reference_throughput(
             model, dataset, steps, device=dev, data_root=data_root
         )
+        # The same ratios within the round: side by side under the same load.
+        figures["speedup"] = figures["engine_samples_per_s"] / figures["reference_samples_per_s"]
+        figures["fraction_of_peak"] = (
+            figures["engine_samples_per_s"] * flops.train / 1e9 / figures["peak_gflops"]
+        )
+        if group:
+            figures["batched_fraction_of_peak"] = (
+                figures["batched_samples_per_s"] * flops.train / 1e9 / figures["peak_gflops"]
+            )
         rounds.append(figures)
 
     def best(key: str) -> float:
