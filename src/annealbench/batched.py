@@ -314,7 +314,6 @@ class _Run:
     checkpoint: Path | None
     records: list[EpochRecord] = field(default_factory=list)
     status: str = "running"
-    epoch_lrs: list[float] = field(default_factory=list)
 
 
 @dataclass
