@@ -34,6 +34,9 @@ def train_command(
     channels_last: bool = typer.Option(False, "--channels-last"),
     bf16: bool = typer.Option(False, "--bf16", help="bf16 autocast (changes numbers)."),
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model."),
+    threads: int | None = typer.Option(
+        None, "--threads", min=1, help="CPU threads (torch.set_num_threads); default torch's."
+    ),
 ) -> None:
     """Train one run and print its per-epoch metrics."""
     from rich.console import Console
@@ -42,6 +45,10 @@ def train_command(
     from annealbench import data, methods
     from annealbench.engine import CheckpointError, ConfigError, RunConfig, train
 
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     try:
         if methods_file is not None:
             methods.load_file(methods_file)
