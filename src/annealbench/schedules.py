@@ -176,8 +176,8 @@ class Constant(Schedule):
 
 
 @dataclass(frozen=True)
-class Linear(Schedule):
-    """Straight line from ``lr_start`` (p = 0) to ``lr_end`` (p = 1); rises or falls."""
+class _Between(Schedule):
+    """A curve from ``lr_start`` at p = 0 to ``lr_end`` at p = 1 (either may be 0)."""
 
     lr_start: float
     lr_end: float
@@ -185,34 +185,29 @@ class Linear(Schedule):
     def __post_init__(self) -> None:
         _check_rate("lr_start", self.lr_start, allow_zero=True)
         _check_rate("lr_end", self.lr_end, allow_zero=True)
+
+
+@dataclass(frozen=True)
+class Linear(_Between):
+    """Straight line from ``lr_start`` (p = 0) to ``lr_end`` (p = 1); rises or falls."""
 
     def _value(self, p: np.ndarray) -> np.ndarray:
         return self.lr_start + (self.lr_end - self.lr_start) * p
 
 
 @dataclass(frozen=True)
-class Cosine(Schedule):
+class Cosine(_Between):
     """Half a cosine from ``lr_start`` to ``lr_end`` (Loshchilov & Hutter's annealing)."""
-
-    lr_start: float
-    lr_end: float
-
-    def __post_init__(self) -> None:
-        _check_rate("lr_start", self.lr_start, allow_zero=True)
-        _check_rate("lr_end", self.lr_end, allow_zero=True)
 
     def _value(self, p: np.ndarray) -> np.ndarray:
         return self.lr_end + (self.lr_start - self.lr_end) * 0.5 * (1.0 + np.cos(np.pi * p))
 
 
 @dataclass(frozen=True)
-class Exponential(Schedule):
+class Exponential(_Between):
     """Geometric decay: ``lr_start * (lr_end / lr_start) ** p`` (the paper's ``exp``)."""
 
-    lr_start: float
-    lr_end: float
-
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # a geometric curve cannot reach 0
         _check_rate("lr_start", self.lr_start)
         _check_rate("lr_end", self.lr_end)
 
