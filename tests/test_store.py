@@ -154,6 +154,37 @@ def test_claims_hand_out_each_run_once_in_order(store: Store) -> None:
     assert store.claim_next(study) is None  # all running, held by this live process
 
 
+def test_a_group_claims_pending_runs_of_one_dataset_and_model_at_once(store: Store) -> None:
+    study = store.ensure_study("s", SETTINGS)
+    lenet = [{**c, "model": "lenet4"} for c in configs(seeds=(0,))]
+    store.add_runs(study, configs(seeds=(0,)) + lenet + configs(seeds=(1,)))  # nn2, lenet4, nn2
+    first = store.claim_next(study)  # nn2 seed 0 sig+ alone
+    group = store.claim_many(study, limit=12)
+    # The first pending run's row (nn2), in run order, skipping the lenet4 runs between.
+    assert [(c.config["model"], c.config["method"], c.config["seed"]) for c in group] == [
+        ("nn2", "str+", 0), ("nn2", "sig+", 1), ("nn2", "str+", 1)
+    ]  # fmt: skip
+    assert first.run_id not in {c.run_id for c in group}
+    assert [c.attempts for c in group] == [1, 1, 1]
+    seen: list[list[dict]] = []
+    prefix = store.claim_many(study, limit=12, take=lambda cs: seen.append(cs) or 1)
+    assert [c["model"] for c in seen[0]] == ["lenet4", "lenet4"]  # the candidates
+    assert len(prefix) == 1  # take chose one; the other lenet4 run stays pending
+    for claim in group:  # each run of a group is finished or released on its own
+        store.record_epoch(claim, record(1))
+    store.finish_run(group[0], "done")
+    store.release_run(group[1])
+    status = store.runs_frame().set_index("run_id")["status"]
+    assert status[group[0].run_id] == "done" and status[group[1].run_id] == "pending"
+    assert status[group[2].run_id] == "running"
+    left = store.claim_many(study, limit=12)  # the lenet4 run left pending: the lowest id
+    assert [(c.config["model"], c.attempts) for c in left] == [("lenet4", 1)]
+    again = store.claim_many(study, limit=12)  # then the released nn2 run, alone in its row
+    assert [(c.run_id, c.attempts) for c in again] == [(group[1].run_id, 2)]
+    with pytest.raises(ValueError, match="limit must be at least 1"):
+        store.claim_many(study, limit=0)
+
+
 def _claim_all(path: str, start: Any, out: multiprocessing.Queue) -> None:
     """One runner: create or open the store, add the study's runs, train whatever it gets."""
     start.wait()  # a barrier: all runners open the fresh file at once

@@ -35,7 +35,7 @@ import sqlite3
 import stat
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -503,24 +503,58 @@ class Store:
         Runs left 'running' by a dead process (same host: its pid is gone; another host: no
         heartbeat for ``lease_s`` seconds) are put back to pending first.
         """
+        claims = self.claim_many(study_id, 1, worker=worker, lease_s=lease_s)
+        return claims[0] if claims else None
+
+    def claim_many(
+        self,
+        study_id: int,
+        limit: int,
+        take: Callable[[list[dict[str, Any]]], int] | None = None,
+        worker: Worker | None = None,
+        lease_s: float = DEFAULT_LEASE_S,
+    ) -> list[Claim]:
+        """Atomically claim the next pending run and up to ``limit - 1`` more pending runs of
+        the same dataset and model (in run order): a group to train together. Empty if none.
+
+        ``take(configs)`` says how many of those candidates (a prefix, at least 1) to claim;
+        it runs inside the transaction, so it must be quick. Dead processes' runs are
+        reclaimed first, as in :meth:`claim_next`.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
         worker = worker or Worker.current()
         token = uuid.uuid4().hex
         with self._write() as conn:
             self._reclaim(conn, study_id, lease_s)
-            row = conn.execute(
-                "SELECT run_id, run_key, config, attempts FROM run "
+            first = conn.execute(
+                "SELECT dataset, model FROM run "
                 "WHERE study_id = ? AND status = 'pending' ORDER BY run_id LIMIT 1",
                 (study_id,),
             ).fetchone()
-            if row is None:
-                return None
-            conn.execute(
+            if first is None:
+                return []
+            rows = conn.execute(
+                "SELECT run_id, run_key, config, attempts FROM run WHERE study_id = ? AND "
+                "status = 'pending' AND dataset = ? AND model = ? ORDER BY run_id LIMIT ?",
+                (study_id, first[0], first[1], limit),
+            ).fetchall()
+            configs = [json.loads(row[2]) for row in rows]
+            count = len(rows) if take is None else max(1, min(len(rows), int(take(configs))))
+            rows, configs = rows[:count], configs[:count]
+            conn.executemany(
                 "UPDATE run SET status = 'running', claim = ?, host = ?, pid = ?, pid_start = ?, "
                 "heartbeat = ?, attempts = attempts + 1, started_at = coalesce(started_at, ?) "
                 "WHERE run_id = ?",
-                (token, worker.host, worker.pid, worker.pid_start, time.time(), _now(), row[0]),
+                [
+                    (token, worker.host, worker.pid, worker.pid_start, time.time(), _now(), row[0])
+                    for row in rows
+                ],
             )
-        return Claim(int(row[0]), row[1], token, json.loads(row[2]), int(row[3]) + 1)
+        return [
+            Claim(int(row[0]), row[1], token, config, int(row[3]) + 1)
+            for row, config in zip(rows, configs, strict=True)
+        ]
 
     def _reclaim(self, conn: sqlite3.Connection, study_id: int, lease_s: float) -> None:
         stale = self._stale(conn, "study_id = ?", (study_id,), lease_s)
