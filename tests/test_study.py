@@ -2,7 +2,9 @@
 and every bad input of ``annealbench run | status | presets | export``.
 
 Training uses real Fashion-MNIST on 512 images, nn2, 3 epochs: small enough to stay fast on
-two CPU cores, real enough that resuming must reproduce every number bit for bit.
+two CPU cores, real enough that resuming must reproduce every number bit for bit. These
+tests train one run at a time (``--batched off``); batched groups are tested in
+tests/test_study_batched.py.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from annealbench.study import (
 METHODS = ("sig+", "adam")
 GRID_ARGS = ["--datasets", "fashion-mnist", "--models", "nn2", "--methods", ",".join(METHODS),
              "--trials", "2", "--epochs", "3", "--subset", "512", "--threads", "1",
-             "--no-progress"]  # fmt: skip
+             "--no-progress", "--batched", "off"]  # fmt: skip
 METRICS = ["lr", "train_loss", "train_acc", "test_loss", "test_acc"]
 TINY = Study(
     name="default",
@@ -76,7 +78,7 @@ def metrics(store: Path) -> pd.DataFrame:
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny study run uninterrupted, in this process."""
     store = tmp_path_factory.mktemp("reference") / "results.sqlite"
-    outcome = run_study(TINY, store, threads=1, progress=False)
+    outcome = run_study(TINY, store, threads=1, progress=False, batched="off")
     assert outcome.counts == {"done": 4} and not outcome.interrupted
     return store
 
@@ -287,7 +289,7 @@ def test_local_workers_survive_a_dead_worker_and_store_the_same_numbers(
 
     watcher = threading.Thread(target=kill_a_worker)
     watcher.start()
-    outcome = run_study(TINY, store, workers=2, threads=1, progress=False)
+    outcome = run_study(TINY, store, workers=2, threads=1, progress=False, batched="off")
     watcher.join()
     assert killed and outcome.counts == {"done": 4}
     with Store(store, readonly=True) as s:

@@ -1,9 +1,11 @@
 """Where a study's runs are trained: in this process, in local worker processes, or on Ray.
 
-An executor asks the driver for runs (``sink.next_claim()``), trains them with
-:func:`annealbench.engine.train` and reports back (``sink.epoch``, ``sink.finished``,
-``sink.lost``); only the driver writes to the store. Workers never touch the store, so any
-executor resumes the same way: an interrupted run continues from its checkpoint file.
+An executor asks the driver for work (``sink.next_claims()``: one run, or a group of runs
+of one dataset and model; Ray asks ``sink.next_claim()`` for one run per task), trains it
+with :func:`annealbench.engine.train` or :func:`annealbench.batched.train_batched`, and
+reports back per run (``sink.epoch``, ``sink.finished``, ``sink.lost``); only the driver
+writes to the store. Workers never touch the store, so any executor resumes the same way:
+an interrupted run continues from its checkpoint file, alone or in a group.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class Sink(Protocol):
     """The driver side of an executor (see ``annealbench.study._Driver``)."""
 
     def next_claim(self) -> Claim | None: ...
+    def next_claims(self) -> list[Claim]: ...
     def checkpoint(self, claim: Claim) -> Path: ...
     def epoch(self, claim: Claim, record: dict[str, Any]) -> None: ...
     def finished(self, claim: Claim, outcome: dict[str, Any]) -> None: ...
@@ -85,6 +88,26 @@ class _ReportError(Exception):
     """Carries an exception raised by ``on_epoch`` out of training, unmistaken for its failure."""
 
 
+def _failed(exc: Exception, env: dict[str, Any] | None) -> dict[str, Any]:
+    trace = traceback.format_exception_only(exc)[-1].strip()
+    return {
+        "status": "failed",
+        "error": trace,
+        "error_type": type(exc).__name__,
+        "epochs": None,
+        "environment": env,
+    }
+
+
+def _finished(result: Any, env: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "status": result.status,
+        "error": result.error,
+        "epochs": [dataclasses.asdict(r) for r in result.epochs],
+        "environment": env,
+    }
+
+
 def execute(
     config: dict[str, Any],
     checkpoint: Path,
@@ -123,20 +146,53 @@ def execute(
     except _ReportError as exc:
         raise exc.__cause__ from None
     except Exception as exc:  # the run failed; the study carries on with the others
-        trace = traceback.format_exception_only(exc)[-1].strip()
-        return {
-            "status": "failed",
-            "error": trace,
-            "error_type": type(exc).__name__,
-            "epochs": None,
-            "environment": env,
-        }
-    return {
-        "status": result.status,
-        "error": result.error,
-        "epochs": [dataclasses.asdict(r) for r in result.epochs],
-        "environment": env,
-    }
+        return _failed(exc, env)
+    return _finished(result, env)
+
+
+def execute_group(
+    configs: list[dict[str, Any]],
+    checkpoints: list[Path],
+    *,
+    data_root: str | None = None,
+    on_epoch: Any = None,
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """Train runs of one dataset and model as one batched group; one outcome per run, in order.
+
+    Each run resumes from (and writes) its own engine checkpoint, so a group interrupted
+    here continues batched or one run at a time. ``on_epoch(index, record)`` reports run
+    ``configs[index]``'s epochs as plain dicts. An exception in training fails every run of
+    the group (their checkpoints are kept); one from ``on_epoch`` propagates, as in
+    :func:`execute`.
+    """
+    from annealbench.batched import train_batched
+    from annealbench.engine import RunConfig, resolve_device
+
+    def report(index: int, record: Any) -> None:
+        try:
+            on_epoch(index, dataclasses.asdict(record))
+        except BaseException as exc:
+            raise _ReportError() from exc
+
+    env: dict[str, Any] | None = None
+    try:
+        runs = [RunConfig.from_dict(config) for config in configs]
+        env = environment(str(resolve_device(runs[0].device)))
+        results = train_batched(
+            runs,
+            data_root=data_root,
+            checkpoint_paths=checkpoints,
+            on_epoch=None if on_epoch is None else report,
+            progress=progress,
+        )
+    except KeyboardInterrupt:
+        raise
+    except _ReportError as exc:
+        raise exc.__cause__ from None
+    except Exception as exc:  # the group failed; the study carries on with the others
+        return [_failed(exc, env) for _ in configs]
+    return [_finished(result, env) for result in results]
 
 
 # -- executors ---------------------------------------------------------------------------
@@ -168,12 +224,21 @@ class InlineExecutor:
         before = torch.get_num_threads()
         torch.set_num_threads(self.threads or default_threads(1))
         try:
-            while (claim := sink.next_claim()) is not None:
-                outcome = execute(
-                    claim.config, sink.checkpoint(claim), data_root=self.data_root,
-                    on_epoch=functools.partial(sink.epoch, claim), progress=self.progress,
-                )  # fmt: skip
-                sink.finished(claim, outcome)
+            while claims := sink.next_claims():
+                if len(claims) == 1:
+                    outcomes = [execute(
+                        claims[0].config, sink.checkpoint(claims[0]), data_root=self.data_root,
+                        on_epoch=functools.partial(sink.epoch, claims[0]), progress=self.progress,
+                    )]  # fmt: skip
+                else:
+                    outcomes = execute_group(
+                        [c.config for c in claims], [sink.checkpoint(c) for c in claims],
+                        data_root=self.data_root, progress=self.progress,
+                        on_epoch=lambda index, record, claims=claims: sink.epoch(
+                            claims[index], record),
+                    )  # fmt: skip
+                for claim, outcome in zip(claims, outcomes, strict=True):
+                    sink.finished(claim, outcome)
         finally:
             torch.set_num_threads(before)  # a library call leaves the caller's setting alone
 
@@ -191,7 +256,8 @@ def _die_with_parent() -> None:
 
 def _worker_main(conn: Any, threads: int, gpu: int | None, data_root: str | None,
                  parent: int) -> None:  # fmt: skip
-    """A local worker process: train each run it is sent, reporting epochs and outcomes.
+    """A local worker process: train each run or group it is sent, reporting each run's
+    epochs and outcome.
 
     Each worker talks to the driver over its own pipe, so a worker killed mid-message can
     break only its own channel, never block the others.
@@ -213,19 +279,29 @@ def _worker_main(conn: Any, threads: int, gpu: int | None, data_root: str | None
             return
         if task is None:
             return
-        run_id, config, checkpoint = task
-        outcome = execute(
-            config, Path(checkpoint), data_root=data_root,
-            on_epoch=lambda record, run_id=run_id: conn.send(("epoch", run_id, record)),
-        )  # fmt: skip
-        conn.send(("finished", run_id, outcome))
+        run_ids = [run_id for run_id, _, _ in task]
+        if len(task) == 1:
+            run_id, config, checkpoint = task[0]
+            outcomes = [execute(
+                config, Path(checkpoint), data_root=data_root,
+                on_epoch=lambda record, run_id=run_id: conn.send(("epoch", run_id, record)),
+            )]  # fmt: skip
+        else:
+            outcomes = execute_group(
+                [config for _, config, _ in task], [Path(c) for _, _, c in task],
+                data_root=data_root,
+                on_epoch=lambda i, record, ids=run_ids: conn.send(("epoch", ids[i], record)),
+            )  # fmt: skip
+        for run_id, outcome in zip(run_ids, outcomes, strict=True):
+            conn.send(("finished", run_id, outcome))
 
 
 class ProcessExecutor:
     """``--workers N`` spawned processes; CPU threads split between them, or one GPU each.
 
-    A worker that dies (killed, out of memory) is replaced, and its run goes back to the
-    driver, which retries it from its checkpoint up to ``max_retries`` times.
+    Each worker trains one unit of work at a time: a run, or a batched group of runs. A
+    worker that dies (killed, out of memory) is replaced, and its runs go back to the
+    driver, which retries them from their checkpoints up to ``max_retries`` times.
     """
 
     def __init__(
@@ -260,18 +336,20 @@ class ProcessExecutor:
 
         for index in range(self.workers):
             self._start(index)
-        busy: dict[int, Claim] = {}  # worker index -> its run
+        busy: dict[int, dict[int, Claim]] = {}  # worker index -> its unfinished runs by id
         idle: set[int] = set()
         exhausted = False
         while True:
             while idle and not exhausted:
-                claim = sink.next_claim()
-                if claim is None:
+                claims = sink.next_claims()
+                if not claims:
                     exhausted = True
                     break
                 index = idle.pop()
-                busy[index] = claim
-                self.conns[index].send((claim.run_id, claim.config, str(sink.checkpoint(claim))))
+                busy[index] = {c.run_id: c for c in claims}
+                self.conns[index].send(
+                    [(c.run_id, c.config, str(sink.checkpoint(c))) for c in claims]
+                )
             if exhausted and not busy:
                 return
             ready = set(wait([*self.conns, *(p.sentinel for p in self.procs)], timeout=1.0))
@@ -282,15 +360,17 @@ class ProcessExecutor:
                 try:
                     while conn.poll():
                         kind, run_id, payload = conn.recv()
-                        claim = busy.get(index)
+                        claim = busy.get(index, {}).get(run_id)
                         if kind == "ready":
                             idle.add(index)
-                        elif claim is not None and claim.run_id == run_id and kind == "epoch":
+                        elif claim is not None and kind == "epoch":
                             sink.epoch(claim, payload)
-                        elif claim is not None and claim.run_id == run_id:  # finished
-                            sink.finished(busy.pop(index), payload)
-                            idle.add(index)
-                            exhausted = False  # a released run may be pending again
+                        elif claim is not None:  # finished
+                            sink.finished(busy[index].pop(run_id), payload)
+                            if not busy[index]:  # the whole unit of work is done
+                                del busy[index]
+                                idle.add(index)
+                                exhausted = False  # a released run may be pending again
                 except (EOFError, OSError):
                     pass  # died mid-message; handled below
                 if not proc.is_alive():
@@ -298,7 +378,8 @@ class ProcessExecutor:
                     idle.discard(index)
                     if index in busy:
                         reason = f"worker process died (exit code {proc.exitcode})"
-                        sink.lost(busy.pop(index), reason)
+                        for claim in busy.pop(index).values():
+                            sink.lost(claim, reason)
                         exhausted = False
                     conn.close()
                     self._start(index)
@@ -451,4 +532,4 @@ def make(
     raise ExecutorError(f"unknown executor {name!r}; valid: {', '.join(EXECUTORS)}")
 
 
-__all__ = ["EXECUTORS", "ExecutorError", "environment", "execute", "make"]
+__all__ = ["EXECUTORS", "ExecutorError", "environment", "execute", "execute_group", "make"]

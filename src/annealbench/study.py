@@ -31,6 +31,13 @@ STUDY_WIDE_ERRORS = frozenset({"DataError", "ConfigError"})
 HEARTBEAT_S = 60.0
 #: Sustained rate assumed to turn FLOPs into GPU-hours in :func:`estimate` (a rough guide).
 ASSUMED_GPU_FLOPS = 20e12
+#: ``--batched`` choices: group runs where it wins (auto), wherever possible (on), never (off).
+BATCHED_MODES = ("auto", "on", "off")
+#: Most runs one group trains together, by device type. On the CPU 12 (one seed's row of the
+#: paper's 12 methods), the largest group measured (1.5-1.85x, benchmarks/README.md); on a
+#: GPU one row of the paper's grid (12 methods x 10 trials).
+MAX_GROUP = {"cpu": 12}
+MAX_GROUP_ACCELERATOR = 120
 
 
 class StudyError(ValueError):
@@ -237,6 +244,73 @@ def forward_mflops(model: str, dataset: str) -> float:
     return counter.get_total_flops() / 2 / 1e6
 
 
+# -- batching ----------------------------------------------------------------------------
+
+
+def max_group(device: str) -> int:
+    """The most runs one group trains together on ``device`` (auto, cpu, cuda:0, ...)."""
+    from annealbench.engine import resolve_device
+
+    kind = resolve_device(device).type
+    return MAX_GROUP.get(kind, MAX_GROUP_ACCELERATOR)
+
+
+def group_size(candidates: Sequence[Any], batched: str, device: str) -> int:
+    """How many of ``candidates`` (pending RunConfigs of one dataset and model, in run order)
+    to train as one group on ``device``; 1 means one run alone.
+
+    ``auto``: the largest group :func:`annealbench.batched.should_batch` picks (on the CPU nn2
+    with 4+ runs; never BatchNorm models), else 1. ``on``: as many as allowed whenever
+    :func:`~annealbench.batched.check_batchable` accepts them (:func:`check_batched` refuses
+    a study it does not accept before anything runs). ``off``: 1.
+    """
+    from annealbench.batched import check_batchable, should_batch
+    from annealbench.engine import ConfigError
+
+    if batched not in BATCHED_MODES:
+        raise StudyError(f"unknown --batched {batched!r}; valid: {', '.join(BATCHED_MODES)}")
+    group = list(candidates[: max_group(device)])
+    if batched == "off" or len(group) < 2:
+        return 1
+    group = [replace(c, device=device) for c in group]
+    if batched == "auto":
+        return len(group) if should_batch(group, device) else 1
+    try:
+        check_batchable(group)
+    except ConfigError:
+        return 1
+    return len(group)
+
+
+def check_batched(study: Study, batched: str, executor: str = "local") -> None:
+    """Refuse ``--batched`` settings the study cannot honour, before anything is stored:
+    an unknown mode, or ``on`` with runs that cannot share a pass (BatchNorm models, an
+    unsupported optimizer) or with the Ray executor (one run per task)."""
+    from annealbench.batched import check_batchable
+    from annealbench.engine import ConfigError
+
+    if batched not in BATCHED_MODES:
+        raise StudyError(f"unknown --batched {batched!r}; valid: {', '.join(BATCHED_MODES)}")
+    if batched != "on":
+        return
+    if executor != "local":
+        raise StudyError(
+            f"--batched on applies to the local executor; --executor {executor} trains one run "
+            "per task (use --batched auto or off)"
+        )
+    configs = study.configs()
+    for dataset in study.datasets:
+        for model in study.models:
+            row = [c for c in configs if c.dataset == dataset and c.model == model]
+            try:
+                check_batchable(row)
+            except ConfigError as exc:
+                raise StudyError(
+                    f"--batched on: {dataset}/{model}: {exc}. Use --batched auto (groups only "
+                    "where they can and do win) or off."
+                ) from None
+
+
 # -- running -----------------------------------------------------------------------------
 
 
@@ -270,9 +344,11 @@ class _Driver:
     """The executors' sink: writes what workers report, keeps the bars and heartbeats."""
 
     def __init__(self, store: Store, study_id: int, total: int, finished: int, ckpt: Path,
-                 max_retries: int, progress: bool, device: str) -> None:  # fmt: skip
+                 max_retries: int, progress: bool, device: str,
+                 batched: str = "off") -> None:  # fmt: skip
         self.store = store
         self.device = device
+        self.batched = batched
         self.study_id = study_id
         self.ckpt = ckpt
         self.max_retries = max_retries
@@ -284,16 +360,38 @@ class _Driver:
         self.bar = _study_bar(total, finished, progress)
 
     def next_claim(self) -> Claim | None:
+        """The next run to train alone, or None when none is left."""
+        claims = self._claim(1)
+        return claims[0] if claims else None
+
+    def next_claims(self) -> list[Claim]:
+        """The next unit of work: one run, or a group of one dataset and model to train in
+        one batched pass (``--batched``); empty when none is left."""
+        if self.batched == "off":
+            return self._claim(1)
+        return self._claim(max_group(self.device))
+
+    def _claim(self, limit: int) -> list[Claim]:
         if self.fatal is not None:
-            return None
-        claim = self.store.claim_next(self.study_id)
-        if claim is not None:
-            # Train where this command says, whatever device the study was started with.
-            claim = replace(claim, config={**claim.config, "device": self.device})
+            return []
+        from annealbench.engine import RunConfig
+
+        def take(configs: list[dict[str, Any]]) -> int:
+            try:
+                runs = [RunConfig.from_dict(c) for c in configs]
+            except (TypeError, ValueError):  # a bad stored config: alone, it fails as a run
+                return 1
+            return group_size(runs, self.batched, self.device)
+
+        claims = self.store.claim_many(self.study_id, limit, take=take if limit > 1 else None)
+        # Train where this command says, whatever device the study was started with.
+        claims = [replace(c, config={**c.config, "device": self.device}) for c in claims]
+        for claim in claims:
             self.in_flight[claim.run_id] = claim
             self.epochs_seen[claim.run_id] = 0
+        if claims:
             self._postfix()
-        return claim
+        return claims
 
     def checkpoint(self, claim: Claim) -> Path:
         return checkpoint_path(self.ckpt, claim)
@@ -419,15 +517,19 @@ def run_study(
     max_retries: int = 2,
     progress: bool = True,
     retry_failed: bool = True,
+    batched: str = "auto",
 ) -> StudyOutcome:
     """Run (or resume) every unfinished run of ``study``, storing results in ``store_path``.
 
     Safe to call from several processes at once on one store: each run is trained once.
     Ctrl-C puts the runs in flight back to pending and returns with ``interrupted=True``.
+    ``batched`` (auto, on, off): whether the local executor trains runs of one dataset and
+    model together in one vectorized pass (:func:`group_size`); Ray trains one run per task.
     """
     from annealbench import executors
 
     study.validate()
+    check_batched(study, batched, executor)
     ckpt = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir(store_path)
     with Store(store_path) as store:
         study_id = store.ensure_study(study.name, study.settings())
@@ -439,8 +541,9 @@ def run_study(
         ckpt.mkdir(parents=True, exist_ok=True)
         device = study.template().device
         driver = _Driver(
-            store, study_id, study.n_runs, finished, ckpt, max_retries, progress, device
-        )
+            store, study_id, study.n_runs, finished, ckpt, max_retries, progress, device,
+            batched if executor == "local" else "off",
+        )  # fmt: skip
         chosen = executors.make(
             executor, workers=workers, threads=threads, data_root=data_root, address=address,
             cpus_per_run=cpus_per_run, gpu_fraction=gpu_fraction, max_retries=max_retries,
