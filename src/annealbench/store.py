@@ -223,11 +223,11 @@ class Store:
             raise StoreError(f"no results store at {self.path}; run `annealbench run` first")
         if not readonly:
             self._check_writable(exists)
+            if not exists:
+                self._create()
+                self._check_header()
         self._conn = self._connect(readonly)
-        if exists:
-            self._check_schema()
-        else:
-            self._create()
+        self._check_schema()
 
     # -- opening -------------------------------------------------------------------------
 
@@ -330,17 +330,20 @@ class Store:
                 raise self._translate(exc, "open") from exc
 
     def _create(self) -> None:
+        """Build a new store beside ``path`` and link it into place in one step.
+
+        Processes racing to create the same store never see a half-made file: each builds
+        its own, exactly one link succeeds, and the others open the winner's file.
+        """
         from annealbench import __version__
 
+        tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.new")
         try:
-            # application_id and user_version go into the header before WAL is switched on,
-            # so a later header-only check sees them.
-            self._conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-            self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            with self._write() as conn:
-                if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
-                    return  # another process created it a moment ago
+            conn = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.execute("BEGIN")
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
@@ -353,8 +356,23 @@ class Store:
                         ("created_by", __version__),
                     ],
                 )
+                conn.execute("COMMIT")
+                conn.execute("PRAGMA journal_mode = WAL").fetchall()
+            finally:
+                conn.close()
+            if self.path.exists():  # an empty file stands there: a store may replace it
+                if self.path.stat().st_size == 0:
+                    os.replace(tmp, self.path)
+            else:
+                with contextlib.suppress(FileExistsError):  # another process won the race
+                    os.link(tmp, self.path)
         except sqlite3.Error as exc:
             raise self._translate(exc, "create") from exc
+        except OSError as exc:
+            raise StoreError(f"cannot create results store {self.path}: {exc.strerror}") from exc
+        finally:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{tmp}{suffix}").unlink(missing_ok=True)
 
     # -- plumbing ------------------------------------------------------------------------
 
