@@ -27,7 +27,7 @@ import pytest
 from typer.testing import CliRunner
 
 from annealbench.cli import app
-from annealbench.store import SCHEMA_VERSION, Store
+from annealbench.store import SCHEMA_VERSION, Store, StoreError
 from annealbench.study import (
     Study,
     StudyError,
@@ -131,6 +131,25 @@ def test_grid_is_seed_major_and_settings_leave_out_the_device() -> None:
     settings = TINY.settings()
     assert settings["trials"] == 2 and settings["run"]["subset"] == 512
     assert "device" not in settings["run"]
+
+
+def test_settings_record_every_user_method_whatever_the_order(tmp_path: Path) -> None:
+    from annealbench import methods
+
+    methods.register(methods.Method("mine", "sgd", "cosine", {"lr_up": 0.05}), replace=True)
+    first = dataclasses.replace(TINY, methods=("sig+", "mine")).settings()
+    assert first["custom_methods"]["mine"]["schedule_settings"] == {"lr_up": 0.05}
+    assert "custom_method" not in first["run"]
+    second = dataclasses.replace(TINY, methods=("mine", "sig+")).settings()
+    assert second["run"] == first["run"] and second["custom_methods"] == first["custom_methods"]
+    # Editing a user method is a conflict with the stored study, not a second set of runs.
+    store = Store(tmp_path / "s.sqlite")
+    store.ensure_study("s", first)
+    methods.register(methods.Method("mine", "sgd", "cosine", {"lr_up": 0.2}), replace=True)
+    edited = dataclasses.replace(TINY, methods=("sig+", "mine")).settings()
+    with pytest.raises(StoreError, match="custom_methods"):
+        store.ensure_study("s", edited)
+    store.close()
 
 
 def test_preset_overrides_replace_its_values() -> None:

@@ -130,15 +130,25 @@ class Study:
         """What the store keeps to recognise a rerun: the grid and every run option."""
         # The device is where a run trains, not what it is (the engine leaves it out of the
         # run key too), so a study may be resumed on other hardware.
-        skip = {*GRID_FIELDS, "device"}
+        # A user method's definition belongs to its method, not to the grid's first run:
+        # every one is recorded, so editing any of them is a conflict, and order is not.
+        skip = {*GRID_FIELDS, "device", "custom_method"}
         run = {k: v for k, v in self.template().to_dict().items() if k not in skip}
-        return {
+        settings: dict[str, Any] = {
             "datasets": list(self.datasets),
             "models": list(self.models),
             "methods": list(self.methods),
             "trials": self.trials,
             "run": run,
         }
+        custom = {
+            c.method: c.custom_method
+            for c in self.configs()[: len(self.methods)]
+            if c.custom_method is not None
+        }
+        if custom:
+            settings["custom_methods"] = custom
+        return settings
 
 
 # -- presets -----------------------------------------------------------------------------
