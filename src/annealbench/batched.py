@@ -35,7 +35,7 @@ from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 from annealbench import data as data_mod
 from annealbench import engine
 from annealbench import models as models_mod
-from annealbench.engine import ConfigError, EpochRecord, RunConfig, RunResult
+from annealbench.engine import DIVERGED, ConfigError, EpochRecord, RunConfig, RunResult
 
 __all__ = [
     "BatchedGroup",
@@ -54,8 +54,6 @@ MIN_RUNS_CPU = 4
 #: 0.84-0.97x); the convolutional models' vmapped convolutions become grouped convolutions,
 #: whose CPU backward is slow (lenet4 0.75-0.97x, vgg9 0.94x).
 CPU_BATCH_MODELS = frozenset({"nn2"})
-
-_DIVERGED = "training loss became non-finite"
 
 
 # --------------------------------------------------------------------------- optimizer rules
@@ -604,7 +602,7 @@ class BatchedGroup:
                 r.config,
                 "diverged" if r.status == "diverged" else "done",
                 list(r.records),
-                _DIVERGED if r.status == "diverged" else None,
+                DIVERGED if r.status == "diverged" else None,
             )
             for r in self.runs
         ]

@@ -438,6 +438,13 @@ def _known_md5(dataset: DatasetSpec) -> list[tuple[str, str]]:
 # Augmentation: batched, on the device, all randomness from one generator.
 
 
+@functools.lru_cache(maxsize=32)
+def _black(spec: DatasetSpec, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A black pixel after normalization (-mean/std per channel), made once per device."""
+    values = [-m / s for m, s in zip(spec.mean, spec.std, strict=True)]
+    return torch.tensor(values, dtype=dtype, device=device)
+
+
 def augment(x: torch.Tensor, spec: DatasetSpec, generator: torch.Generator) -> torch.Tensor:
     """Random crop (zero-padded by CROP_PADDING) and/or horizontal flip per ``spec``, per sample.
 
@@ -457,8 +464,8 @@ def augment(x: torch.Tensor, spec: DatasetSpec, generator: torch.Generator) -> t
 def _random_crop(x: torch.Tensor, spec: DatasetSpec, generator: torch.Generator) -> torch.Tensor:
     n, c, h, w = x.shape
     pad = CROP_PADDING
-    black = torch.tensor([-m / s for m, s in zip(spec.mean, spec.std, strict=True)], dtype=x.dtype)
-    padded = black.to(x.device).view(1, c, 1, 1).repeat(n, 1, h + 2 * pad, w + 2 * pad)
+    black = _black(spec, x.dtype, x.device)
+    padded = black.view(1, c, 1, 1).repeat(n, 1, h + 2 * pad, w + 2 * pad)
     padded[:, :, pad : pad + h, pad : pad + w] = x
     top = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=x.device)
     left = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=x.device)

@@ -20,7 +20,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,6 +44,7 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = 1
+DIVERGED = "training loss became non-finite"
 EVAL_BATCH = 1000
 
 # Fields that do not change a run's numbers (where it runs), left out of its key.
@@ -78,7 +79,7 @@ class RunConfig:
     channels_last: bool = False
     bf16: bool = False
     compile: bool = False
-    custom_method: dict[str, Any] | None = field(default=None, compare=True)
+    custom_method: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.custom_method is None and not methods_mod.is_builtin(self.method):
@@ -356,7 +357,6 @@ def _state(config: RunConfig, parts: _Parts, records: list[EpochRecord], status:
         "scheduler": parts.scheduler.state_dict(),
         "order_gen": parts.order_gen.get_state(),
         "aug_gen": parts.aug_gen.get_state(),
-        "cpu_rng": torch.get_rng_state(),
     }
 
 
@@ -366,7 +366,6 @@ def _restore(parts: _Parts, state: dict[str, Any]) -> list[EpochRecord]:
     parts.scheduler.load_state_dict(state["scheduler"])
     parts.order_gen.set_state(state["order_gen"])
     parts.aug_gen.set_state(state["aug_gen"].to(parts.aug_gen.get_state().device))
-    torch.set_rng_state(state["cpu_rng"])
     return [EpochRecord(**r) for r in state["records"]]
 
 
@@ -393,7 +392,7 @@ def train(
         state = load_checkpoint(ckpt, config)
         records = _restore(parts, state)
         if state["status"] == "diverged":
-            return RunResult(config, "diverged", records, "training loss became non-finite")
+            return RunResult(config, "diverged", records, DIVERGED)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -431,7 +430,7 @@ def train(
             if bar is not None:
                 bar.set_postfix(epoch=epoch, test_acc=f"{test_acc:.2f}")
             if diverged:
-                return RunResult(config, "diverged", records, "training loss became non-finite")
+                return RunResult(config, "diverged", records, DIVERGED)
     finally:
         if bar is not None:
             bar.close()
