@@ -108,6 +108,65 @@ def _finished(result: Any, env: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
+def _train_guarded(
+    configs: list[dict[str, Any]],
+    checkpoints: list[Path],
+    *,
+    batched: bool,
+    data_root: str | None,
+    on_epoch: Any,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """Train runs (alone or as one batched group); one plain-dict outcome per run, in order.
+
+    An exception inside training becomes status "failed" with the error text for every run
+    it stopped; checkpoints are kept so they resume when retried. An exception from
+    ``on_epoch(index, record)`` (the driver could not store the epoch: a full disk, a lost
+    claim) is not the runs' fault and propagates.
+    """
+    from annealbench.engine import RunConfig, resolve_device, train
+
+    def report(index: int, record: Any) -> None:
+        try:
+            on_epoch(index, dataclasses.asdict(record))
+        except BaseException as exc:
+            raise _ReportError() from exc
+
+    hook = None if on_epoch is None else report
+    env: dict[str, Any] | None = None
+    try:
+        runs = [RunConfig.from_dict(config) for config in configs]
+        env = environment(str(resolve_device(runs[0].device)))
+        if batched:
+            from annealbench.batched import train_batched
+
+            results = train_batched(
+                runs,
+                data_root=data_root,
+                checkpoint_paths=checkpoints,
+                on_epoch=hook,
+                progress=progress,
+            )
+        else:
+            (run,), (checkpoint,) = runs, checkpoints
+            results = [
+                train(
+                    run,
+                    data_root=data_root,
+                    checkpoint_path=checkpoint,
+                    on_epoch=None if hook is None else functools.partial(hook, 0),
+                    progress=progress,
+                )
+            ]
+    except KeyboardInterrupt:
+        raise
+    except _ReportError as exc:
+        raise exc.__cause__ from None
+    except Exception as exc:  # the runs failed; the study carries on with the others
+        return [_failed(exc, env) for _ in configs]
+    return [_finished(result, env) for result in results]
+
+
 def execute(
     config: dict[str, Any],
     checkpoint: Path,
@@ -116,38 +175,16 @@ def execute(
     on_epoch: Any = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Train one run (resuming from ``checkpoint``); a plain-dict outcome any process can send.
-
-    An exception inside training becomes status "failed" with the error text; the checkpoint
-    is kept so the run resumes when retried. An exception from ``on_epoch`` (the driver could
-    not store the epoch: a full disk, a lost claim) is not the run's fault and propagates.
-    """
-    from annealbench.engine import RunConfig, resolve_device, train
-
-    def report(record: Any) -> None:
-        try:
-            on_epoch(dataclasses.asdict(record))
-        except BaseException as exc:
-            raise _ReportError() from exc
-
-    env: dict[str, Any] | None = None
-    try:
-        run = RunConfig.from_dict(config)
-        env = environment(str(resolve_device(run.device)))
-        result = train(
-            run,
-            data_root=data_root,
-            checkpoint_path=checkpoint,
-            on_epoch=None if on_epoch is None else report,
-            progress=progress,
-        )
-    except KeyboardInterrupt:
-        raise
-    except _ReportError as exc:
-        raise exc.__cause__ from None
-    except Exception as exc:  # the run failed; the study carries on with the others
-        return _failed(exc, env)
-    return _finished(result, env)
+    """Train one run (resuming from ``checkpoint``); ``on_epoch(record)`` gets plain dicts."""
+    hook = None if on_epoch is None else (lambda _index, record: on_epoch(record))
+    return _train_guarded(
+        [config],
+        [checkpoint],
+        batched=False,
+        data_root=data_root,
+        on_epoch=hook,
+        progress=progress,
+    )[0]
 
 
 def execute_group(
@@ -158,41 +195,20 @@ def execute_group(
     on_epoch: Any = None,
     progress: bool = False,
 ) -> list[dict[str, Any]]:
-    """Train runs of one dataset and model as one batched group; one outcome per run, in order.
+    """Train runs of one dataset and model as one batched group; one outcome per run.
 
     Each run resumes from (and writes) its own engine checkpoint, so a group interrupted
     here continues batched or one run at a time. ``on_epoch(index, record)`` reports run
-    ``configs[index]``'s epochs as plain dicts. An exception in training fails every run of
-    the group (their checkpoints are kept); one from ``on_epoch`` propagates, as in
-    :func:`execute`.
+    ``configs[index]``'s epochs as plain dicts.
     """
-    from annealbench.batched import train_batched
-    from annealbench.engine import RunConfig, resolve_device
-
-    def report(index: int, record: Any) -> None:
-        try:
-            on_epoch(index, dataclasses.asdict(record))
-        except BaseException as exc:
-            raise _ReportError() from exc
-
-    env: dict[str, Any] | None = None
-    try:
-        runs = [RunConfig.from_dict(config) for config in configs]
-        env = environment(str(resolve_device(runs[0].device)))
-        results = train_batched(
-            runs,
-            data_root=data_root,
-            checkpoint_paths=checkpoints,
-            on_epoch=None if on_epoch is None else report,
-            progress=progress,
-        )
-    except KeyboardInterrupt:
-        raise
-    except _ReportError as exc:
-        raise exc.__cause__ from None
-    except Exception as exc:  # the group failed; the study carries on with the others
-        return [_failed(exc, env) for _ in configs]
-    return [_finished(result, env) for result in results]
+    return _train_guarded(
+        configs,
+        checkpoints,
+        batched=True,
+        data_root=data_root,
+        on_epoch=on_epoch,
+        progress=progress,
+    )
 
 
 # -- executors ---------------------------------------------------------------------------
