@@ -1,7 +1,7 @@
 """The results store: one SQLite file holding studies, runs and per-epoch metrics.
 
 This is the only code that writes results. Every write is one ``BEGIN IMMEDIATE``
-transaction, the file is in WAL mode, and runs are handed out by :meth:`Store.claim_next`
+transaction, the file is in WAL mode, and runs are handed out by :meth:`Store.claim_many`
 so that any number of processes can share one store without training a run twice.
 
 Schema (``PRAGMA application_id`` = :data:`APPLICATION_ID`, ``PRAGMA user_version`` =
@@ -604,7 +604,7 @@ class Store:
     def orphaned_runs(
         self, study: str | None = None, lease_s: float = DEFAULT_LEASE_S
     ) -> list[int]:
-        """Runs marked running whose process is gone: the next ``claim_next`` hands them out."""
+        """Runs marked running whose process is gone: the next claim hands them out."""
         if study is None:
             return self._stale(self._conn, "1", (), lease_s)
         return self._stale(self._conn, "name = ?", (study,), lease_s)
