@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from annealbench import bench
 from annealbench.cli import app
-from annealbench.engine import RunConfig
+from annealbench.training import RunConfig
 
 runner = CliRunner()
 

@@ -16,9 +16,9 @@ import pytest
 
 from annealbench import executors
 from annealbench.cli import app
-from annealbench.engine import RunConfig
 from annealbench.store import Store
 from annealbench.study import MAX_GROUP, group_size
+from annealbench.training import RunConfig
 from test_study import METRICS, cli, invoke_fails, metrics, runner, wait_for
 
 GRID = ["--datasets", "fashion-mnist", "--models", "nn2", "--methods", "sig+,adam",

@@ -4,9 +4,10 @@ Four figures, each the best of ``repeats`` interleaved rounds (the machine may b
 interleaving exposes every figure to the same load, and the best of several is the one
 least disturbed by it):
 
-- **engine**: one run, exactly the engine's hot loop (``engine._build`` then
-  ``engine._train_epoch``): data on the device, one ``randperm`` per epoch, AnnealingLR;
-- **batched**: K runs of the same model trained as one group (:mod:`annealbench.batched`),
+- **engine**: one run, exactly the training loop's epochs (``Trainer.train_epoch``): data
+  on the device, one ``randperm`` per epoch, closed-form rates, fused optimizer;
+- **batched**: K runs of the same model trained as one group (the same loop with
+  :class:`~annealbench.training.batched.GroupStepper`),
   samples counted over all K runs;
 - **reference**: the loop written the common way: a torchvision dataset with
   ``ToTensor`` and ``Normalize`` (plus the dataset's random crop/flip), a shuffling
@@ -36,9 +37,11 @@ import torch
 import torch.nn.functional as F
 
 from annealbench import data as data_mod
-from annealbench import engine
 from annealbench import methods as methods_mod
 from annealbench import models as models_mod
+from annealbench.training import loop as training
+from annealbench.training.config import RunConfig
+from annealbench.training.parts import resolve_device
 
 __all__ = [
     "FlopCount",
@@ -69,38 +72,15 @@ REFERENCE_LR = 0.1  # the paper's lr_up; the rate does not change the speed
 WARMUP_STEPS = 5
 
 
-@dataclasses.dataclass(frozen=True)
-class FlopCount:
-    """FLOPs per training sample of one model on one dataset's input shape."""
-
-    forward: float
-    backward: float  # as executed by autograd (no input gradient for the first layer)
-
-    @property
-    def train(self) -> float:
-        """The convention: forward + backward = 3x forward."""
-        return 3 * self.forward
-
-    @property
-    def executed(self) -> float:
-        return self.forward + self.backward
+#: FLOPs per sample (forward, backward), defined next to the counter in annealbench.models.
+FlopCount = models_mod.FlopCount
 
 
 def count_flops(model: str, dataset: str) -> FlopCount:
-    """Forward and backward FLOPs per sample, counted by ``FlopCounterMode`` (matmuls, convs)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
+    """Forward and backward FLOPs per sample of ``model`` on ``dataset``'s input shape, counted
+    by :func:`annealbench.models.count_flops` (matmuls, convs)."""
     spec = data_mod.spec(dataset)
-    net = models_mod.build(model, spec.input_shape, spec.num_classes)
-    samples = 2
-    x = torch.zeros(samples, *spec.input_shape)
-    y = torch.zeros(samples, dtype=torch.long)
-    with FlopCounterMode(display=False) as forward:
-        out = net(x)
-    loss = F.cross_entropy(out, y)
-    with FlopCounterMode(display=False) as backward:
-        loss.backward()
-    return FlopCount(forward.get_total_flops() / samples, backward.get_total_flops() / samples)
+    return models_mod.count_flops(model, spec.input_shape, spec.num_classes)
 
 
 def _sync(device: torch.device) -> None:
@@ -127,7 +107,7 @@ def matmul_peak_gflops(device: torch.device, size: int | None = None) -> float:
     return 2 * n**3 / min(measurement.times) / 1e9
 
 
-def _one_epoch_config(config: engine.RunConfig, steps: int) -> tuple[engine.RunConfig, int]:
+def _one_epoch_config(config: RunConfig, steps: int) -> tuple[RunConfig, int]:
     """The config whose epochs hold ``steps`` steps (a subset when fewer than an epoch), and
     how many epochs give at least that many steps."""
     train_size = data_mod.spec(config.dataset).train_size
@@ -137,26 +117,31 @@ def _one_epoch_config(config: engine.RunConfig, steps: int) -> tuple[engine.RunC
     return dataclasses.replace(config, subset=subset, epochs=epochs), epochs
 
 
-def engine_throughput(
-    config: engine.RunConfig, steps: int, *, data_root: str | Path | None = None
-) -> float:
-    """Training samples/s of one run through the engine's own hot loop (no evaluation)."""
-    device = engine.resolve_device(config.device)
-    warm, _ = _one_epoch_config(config, WARMUP_STEPS)
-    warm_parts = engine._build(warm, device, data_root)
-    engine._train_epoch(warm, warm_parts, device, None)
-    timed, epochs = _one_epoch_config(config, steps)
-    parts = engine._build(timed, device, data_root)
-    samples = epochs * parts.data.train_x.shape[0]
-    _sync(device)
+def _throughput(configs: list[RunConfig], steps: int, data_root: str | Path | None) -> float:
+    """Training samples/s of the loop's own epochs (no evaluation), counted over all runs."""
+    batched = len(configs) > 1
+    warm = [_one_epoch_config(c, WARMUP_STEPS)[0] for c in configs]
+    training.start(warm, batched=batched, data_root=data_root).train_epoch()
+    timed = [_one_epoch_config(c, steps) for c in configs]
+    epochs = timed[0][1]
+    trainer = training.start([c for c, _ in timed], batched=batched, data_root=data_root)
+    samples = len(configs) * epochs * trainer.data.train_x.shape[0]
+    _sync(trainer.device)
     start = time.perf_counter()
     for _ in range(epochs):
-        engine._train_epoch(timed, parts, device, None)
-    _sync(device)
+        trainer.train_epoch()
+    _sync(trainer.device)
     return samples / (time.perf_counter() - start)
 
 
-def batched_configs(config: engine.RunConfig, k: int) -> list[engine.RunConfig]:
+def engine_throughput(
+    config: RunConfig, steps: int, *, data_root: str | Path | None = None
+) -> float:
+    """Training samples/s of one run through the training loop (no evaluation)."""
+    return _throughput([config], steps, data_root)
+
+
+def batched_configs(config: RunConfig, k: int) -> list[RunConfig]:
     """K runs like ``config``: the paper's 12 methods in turn, then the next seed."""
     methods = methods_mod.PAPER_METHODS
     return [
@@ -166,27 +151,13 @@ def batched_configs(config: engine.RunConfig, k: int) -> list[engine.RunConfig]:
 
 
 def batched_throughput(
-    configs: list[engine.RunConfig], steps: int, *, data_root: str | Path | None = None
+    configs: list[RunConfig], steps: int, *, data_root: str | Path | None = None
 ) -> float:
     """Training samples/s of K runs trained as one group, counted over all K runs."""
-    from annealbench.batched import BatchedGroup
-
-    device = engine.resolve_device(configs[0].device)
-    warm = [_one_epoch_config(c, WARMUP_STEPS)[0] for c in configs]
-    BatchedGroup(warm, data_root=data_root).train_epoch()
-    timed = [_one_epoch_config(c, steps) for c in configs]
-    epochs = timed[0][1]
-    group = BatchedGroup([c for c, _ in timed], data_root=data_root)
-    samples = len(configs) * epochs * group.data.train_x.shape[0]
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(epochs):
-        group.train_epoch()
-    _sync(device)
-    return samples / (time.perf_counter() - start)
+    return _throughput(configs, steps, data_root)
 
 
-def _torchvision_dataset(spec: data_mod.DatasetSpec, root: Path) -> Any:
+def _torchvision_dataset(spec: data_mod.TorchvisionDataset, root: Path) -> Any:
     """The training set through torchvision with the usual per-sample transforms."""
     from torchvision import transforms
 
@@ -196,10 +167,7 @@ def _torchvision_dataset(spec: data_mod.DatasetSpec, root: Path) -> Any:
     if spec.flip:
         steps.append(transforms.RandomHorizontalFlip())
     steps += [transforms.ToTensor(), transforms.Normalize(spec.mean, spec.std)]
-    transform = transforms.Compose(steps)
-    if spec.name == "svhn":
-        return spec.torchvision_class(str(root), split="train", transform=transform)
-    return spec.torchvision_class(str(root), train=True, transform=transform)
+    return spec.torchvision_dataset(root, train=True, transform=transforms.Compose(steps))
 
 
 def reference_throughput(
@@ -275,8 +243,8 @@ def run_benchmark(
     """
     if steps < 1 or repeats < 1 or batched_k < 0:
         raise ValueError("steps and repeats must be >= 1, batched_k >= 0")
-    dev = engine.resolve_device(device)
-    config = engine.RunConfig(
+    dev = resolve_device(device)
+    config = RunConfig(
         dataset, model, "sig+", seed=0, batch_size=BATCH_SIZE, device=str(dev)
     )
     config.validate()

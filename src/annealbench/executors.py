@@ -2,7 +2,7 @@
 
 An executor asks the driver for work (``sink.next_claims()``: one run, or a group of runs
 of one dataset and model; Ray asks ``sink.next_claim()`` for one run per task), trains it
-with :func:`annealbench.engine.train` or :func:`annealbench.batched.train_batched`, and
+with :func:`annealbench.training.fit` (one run, or a batched group), and
 reports back per run (``sink.epoch``, ``sink.finished``, ``sink.lost``); only the driver
 writes to the store. Workers never touch the store, so any executor resumes the same way:
 an interrupted run continues from its checkpoint file, alone or in a group.
@@ -23,14 +23,13 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from annealbench.errors import ExecutorError, StudyWideError
+from annealbench.training.config import RunOutcome
+
 if TYPE_CHECKING:  # pragma: no cover
     from annealbench.store import Claim
 
 EXECUTORS = ("local", "ray")
-
-
-class ExecutorError(RuntimeError):
-    """An executor cannot start: Ray missing or unreachable, bad resources."""
 
 
 class Sink(Protocol):
@@ -40,7 +39,7 @@ class Sink(Protocol):
     def next_claims(self) -> list[Claim]: ...
     def checkpoint(self, claim: Claim) -> Path: ...
     def epoch(self, claim: Claim, record: dict[str, Any]) -> None: ...
-    def finished(self, claim: Claim, outcome: dict[str, Any]) -> None: ...
+    def finished(self, claim: Claim, outcome: RunOutcome) -> None: ...
     def lost(self, claim: Claim, reason: str) -> None: ...
     def tick(self) -> None: ...
 
@@ -88,26 +87,6 @@ class _ReportError(Exception):
     """Carries an exception raised by ``on_epoch`` out of training, unmistaken for its failure."""
 
 
-def _failed(exc: Exception, env: dict[str, Any] | None) -> dict[str, Any]:
-    trace = traceback.format_exception_only(exc)[-1].strip()
-    return {
-        "status": "failed",
-        "error": trace,
-        "error_type": type(exc).__name__,
-        "epochs": None,
-        "environment": env,
-    }
-
-
-def _finished(result: Any, env: dict[str, Any] | None) -> dict[str, Any]:
-    return {
-        "status": result.status,
-        "error": result.error,
-        "epochs": [dataclasses.asdict(r) for r in result.epochs],
-        "environment": env,
-    }
-
-
 def _train_guarded(
     configs: list[dict[str, Any]],
     checkpoints: list[Path],
@@ -116,15 +95,16 @@ def _train_guarded(
     data_root: str | None,
     on_epoch: Any,
     progress: bool,
-) -> list[dict[str, Any]]:
-    """Train runs (alone or as one batched group); one plain-dict outcome per run, in order.
+) -> list[RunOutcome]:
+    """Train runs (alone or as one batched group); one :class:`RunOutcome` per run, in order.
 
     An exception inside training becomes status "failed" with the error text for every run
-    it stopped; checkpoints are kept so they resume when retried. An exception from
-    ``on_epoch(index, record)`` (the driver could not store the epoch: a full disk, a lost
-    claim) is not the runs' fault and propagates.
+    it stopped (``study_wide`` when every other run would fail the same way); checkpoints
+    are kept so they resume when retried. An exception from ``on_epoch(index, record)``
+    (the driver could not store the epoch: a full disk, a lost claim) is not the runs'
+    fault and propagates.
     """
-    from annealbench.engine import RunConfig, resolve_device, train
+    from annealbench.training import RunConfig, fit, resolve_device
 
     def report(index: int, record: Any) -> None:
         try:
@@ -132,39 +112,23 @@ def _train_guarded(
         except BaseException as exc:
             raise _ReportError() from exc
 
-    hook = None if on_epoch is None else report
     env: dict[str, Any] | None = None
     try:
         runs = [RunConfig.from_dict(config) for config in configs]
         env = environment(str(resolve_device(runs[0].device)))
-        if batched:
-            from annealbench.batched import train_batched
-
-            results = train_batched(
-                runs,
-                data_root=data_root,
-                checkpoint_paths=checkpoints,
-                on_epoch=hook,
-                progress=progress,
-            )
-        else:
-            (run,), (checkpoint,) = runs, checkpoints
-            results = [
-                train(
-                    run,
-                    data_root=data_root,
-                    checkpoint_path=checkpoint,
-                    on_epoch=None if hook is None else functools.partial(hook, 0),
-                    progress=progress,
-                )
-            ]
+        results = fit(
+            runs, batched=batched, data_root=data_root, checkpoint_paths=checkpoints,
+            on_epoch=None if on_epoch is None else report, progress=progress,
+        )  # fmt: skip
     except KeyboardInterrupt:
         raise
     except _ReportError as exc:
         raise exc.__cause__ from None
     except Exception as exc:  # the runs failed; the study carries on with the others
-        return [_failed(exc, env) for _ in configs]
-    return [_finished(result, env) for result in results]
+        error = traceback.format_exception_only(exc)[-1].strip()
+        failed = RunOutcome("failed", error, None, env, isinstance(exc, StudyWideError))
+        return [failed for _ in configs]
+    return [RunOutcome.of(result, env) for result in results]
 
 
 def execute(
@@ -174,7 +138,7 @@ def execute(
     data_root: str | None = None,
     on_epoch: Any = None,
     progress: bool = False,
-) -> dict[str, Any]:
+) -> RunOutcome:
     """Train one run (resuming from ``checkpoint``); ``on_epoch(record)`` gets plain dicts."""
     hook = None if on_epoch is None else (lambda _index, record: on_epoch(record))
     return _train_guarded(
@@ -194,10 +158,10 @@ def execute_group(
     data_root: str | None = None,
     on_epoch: Any = None,
     progress: bool = False,
-) -> list[dict[str, Any]]:
+) -> list[RunOutcome]:
     """Train runs of one dataset and model as one batched group; one outcome per run.
 
-    Each run resumes from (and writes) its own engine checkpoint, so a group interrupted
+    Each run resumes from (and writes) its own checkpoint, so a group interrupted
     here continues batched or one run at a time. ``on_epoch(index, record)`` reports run
     ``configs[index]``'s epochs as plain dicts.
     """
@@ -429,7 +393,7 @@ def _import_ray() -> Any:
 
 
 def _ray_train(config: dict[str, Any], checkpoint: str, data_root: str | None,
-               threads: int) -> dict[str, Any]:  # fmt: skip
+               threads: int) -> RunOutcome:  # fmt: skip
     """One run as a Ray task; the checkpoint must be on disk every retry can see."""
     import torch
 

@@ -20,13 +20,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from annealbench.errors import ConfigError, StudyError
 from annealbench.store import Claim, ClaimLost, Store, StoreError
+from annealbench.training.config import RunConfig, RunOutcome
 
 #: RunConfig fields a study fixes per run; every other field is a study-wide option.
 GRID_FIELDS = ("dataset", "model", "method", "seed")
-#: Failures that every other run would repeat (missing data, an unusable device): the
-#: driver stops handing out runs after one of them.
-STUDY_WIDE_ERRORS = frozenset({"DataError", "ConfigError"})
+#: The paper runs every (dataset, model, method) cell 10 times: seeds 0..9.
+DEFAULT_TRIALS = 10
 #: How often the driver renews its claims so runners on other hosts leave them alone.
 HEARTBEAT_S = 60.0
 #: Sustained rate assumed to turn FLOPs into GPU-hours in :func:`estimate` (a rough guide).
@@ -38,10 +39,6 @@ BATCHED_MODES = ("auto", "on", "off")
 #: GPU one row of the paper's grid (12 methods x 10 trials).
 MAX_GROUP = {"cpu": 12}
 MAX_GROUP_ACCELERATOR = 120
-
-
-class StudyError(ValueError):
-    """A study that cannot run: unknown preset or names, an empty grid, bad options."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +59,7 @@ class Study:
 
     def validate(self) -> None:
         """Raise StudyError for an empty grid, unknown names or options."""
-        from annealbench import data, engine, methods, models
+        from annealbench import data, methods, models
 
         if self.trials < 0:
             raise StudyError(f"--trials must not be negative, got {self.trials}")
@@ -91,7 +88,7 @@ class Study:
             duplicated = sorted({name for name in given if given.count(name) > 1})
             if duplicated:
                 raise StudyError(f"{kind} {', '.join(duplicated)} listed twice")
-        known = set(engine.RunConfig.__dataclass_fields__) - set(GRID_FIELDS)
+        known = set(RunConfig.__dataclass_fields__) - set(GRID_FIELDS)
         unknown_options = sorted(set(self.options) - known)
         if unknown_options:
             raise StudyError(
@@ -104,8 +101,6 @@ class Study:
 
     def template(self) -> Any:
         """The RunConfig of the grid's first run: every option with defaults filled in."""
-        from annealbench.engine import RunConfig
-
         return RunConfig(
             dataset=self.datasets[0],
             model=self.models[0],
@@ -116,8 +111,6 @@ class Study:
 
     def configs(self) -> list[Any]:
         """Every run, seed-major so a partial study already holds whole paired trials."""
-        from annealbench.engine import RunConfig
-
         return [
             RunConfig(dataset=d, model=m, method=meth, seed=seed, **self.options)
             for seed in range(self.trials)
@@ -128,7 +121,7 @@ class Study:
 
     def settings(self) -> dict[str, Any]:
         """What the store keeps to recognise a rerun: the grid and every run option."""
-        # The device is where a run trains, not what it is (the engine leaves it out of the
+        # The device is where a run trains, not what it is (the run key leaves it out of the
         # run key too), so a study may be resumed on other hardware.
         # A user method's definition belongs to its method, not to the grid's first run:
         # every one is recorded, so editing any of them is a conflict, and order is not.
@@ -181,12 +174,10 @@ def preset_table(name: str) -> dict[str, Any]:
 def load_preset(name: str, **overrides: Any) -> Study:
     """The study of preset ``name``; ``overrides`` (not None) replace its grid or options."""
     table = preset_table(name)
-    from annealbench import methods as methods_module
-
     grid = {
         "datasets": tuple(table["datasets"]),
         "models": tuple(table["models"]),
-        "methods": tuple(table.get("methods") or paper_methods(methods_module)),
+        "methods": tuple(table.get("methods") or paper_methods()),
         "trials": int(table["trials"]),
     }
     options = dict(table.get("run", {}))
@@ -200,11 +191,11 @@ def load_preset(name: str, **overrides: Any) -> Study:
     return Study(name=name, options=options, description=table.get("description", ""), **grid)
 
 
-def paper_methods(methods_module: Any = None) -> tuple[str, ...]:
+def paper_methods() -> tuple[str, ...]:
     """The paper's 12 methods in Table 2's column order."""
-    if methods_module is None:
-        from annealbench import methods as methods_module
-    return tuple(getattr(methods_module, "PAPER_METHODS", methods_module.names()[:12]))
+    from annealbench import methods
+
+    return methods.PAPER_METHODS
 
 
 def estimate(name: str) -> dict[str, Any]:
@@ -216,10 +207,11 @@ def estimate(name: str) -> dict[str, Any]:
     GPU-hours assume :data:`ASSUMED_GPU_FLOPS` sustained: a rough guide, not a measurement.
     """
     from annealbench import data
+    from annealbench.training.config import DEFAULT_EPOCHS
 
     table = preset_table(name)
     study = load_preset(name)
-    epochs = int(study.options.get("epochs", 100))
+    epochs = int(study.options.get("epochs", DEFAULT_EPOCHS))
     forward = table.get("cost", {}).get("forward_mflops", {})
     flops = 0.0
     for dataset in study.datasets:
@@ -241,17 +233,12 @@ def estimate(name: str) -> dict[str, Any]:
 
 
 def forward_mflops(model: str, dataset: str) -> float:
-    """Forward-pass MFLOPs per sample of ``model`` on ``dataset``'s input shape (counted)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
+    """Forward-pass MFLOPs per sample of ``model`` on ``dataset``'s input shape (counted by
+    :func:`annealbench.models.count_flops`)."""
     from annealbench import data, models
 
     spec = data.spec(dataset)
-    net = models.build(model, spec.input_shape, spec.num_classes).eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        net(torch.zeros(2, *spec.input_shape))
-    return counter.get_total_flops() / 2 / 1e6
+    return models.count_flops(model, spec.input_shape, spec.num_classes).forward / 1e6
 
 
 # -- batching ----------------------------------------------------------------------------
@@ -259,7 +246,7 @@ def forward_mflops(model: str, dataset: str) -> float:
 
 def max_group(device: str) -> int:
     """The most runs one group trains together on ``device`` (auto, cpu, cuda:0, ...)."""
-    from annealbench.engine import resolve_device
+    from annealbench.training.parts import resolve_device
 
     kind = resolve_device(device).type
     return MAX_GROUP.get(kind, MAX_GROUP_ACCELERATOR)
@@ -274,8 +261,7 @@ def group_size(candidates: Sequence[Any], batched: str, device: str) -> int:
     :func:`~annealbench.batched.check_batchable` accepts them (:func:`check_batched` refuses
     a study it does not accept before anything runs). ``off``: 1.
     """
-    from annealbench.batched import check_batchable, should_batch
-    from annealbench.engine import ConfigError
+    from annealbench.training.batched import check_batchable, should_batch
 
     # ``batched`` was checked once, before the study started (check_batched).
     group = list(candidates[: max_group(device)])
@@ -295,8 +281,7 @@ def check_batched(study: Study, batched: str, executor: str = "local") -> None:
     """Refuse ``--batched`` settings the study cannot honour, before anything is stored:
     an unknown mode, or ``on`` with runs that cannot share a pass (BatchNorm models, an
     unsupported optimizer) or with the Ray executor (one run per task)."""
-    from annealbench.batched import check_batchable
-    from annealbench.engine import ConfigError
+    from annealbench.training.batched import check_batchable
 
     if batched not in BATCHED_MODES:
         raise StudyError(f"unknown --batched {batched!r}; valid: {', '.join(BATCHED_MODES)}")
@@ -381,18 +366,19 @@ class _Driver:
         return self._claim(max_group(self.device))
 
     def _claim(self, limit: int) -> list[Claim]:
+        """Claim up to ``limit`` runs of one dataset and model; the group's size is decided
+        (optimizers may be built) before the store is locked to claim them."""
         if self.fatal is not None:
             return []
-        from annealbench.engine import RunConfig
-
-        def take(configs: list[dict[str, Any]]) -> int:
+        claims: list[Claim] = []
+        while not claims and (pending := self.store.pending_group(self.study_id, limit)):
             try:
-                runs = [RunConfig.from_dict(c) for c in configs]
+                runs = [RunConfig.from_dict(p.config) for p in pending]
             except (TypeError, ValueError):  # a bad stored config: alone, it fails as a run
-                return 1
-            return group_size(runs, self.batched, self.device)
-
-        claims = self.store.claim_many(self.study_id, limit, take=take if limit > 1 else None)
+                runs = []
+            size = group_size(runs, self.batched, self.device) if len(runs) > 1 else 1
+            # Runs another process claimed meanwhile are left out; none left: ask again.
+            claims = self.store.claim_runs(self.study_id, [p.run_id for p in pending[:size]])
         # Train where this command says, whatever device the study was started with.
         claims = [replace(c, config={**c.config, "device": self.device}) for c in claims]
         for claim in claims:
@@ -415,13 +401,13 @@ class _Driver:
         self._postfix()
         self.tick()
 
-    def finished(self, claim: Claim, outcome: Mapping[str, Any]) -> None:
+    def finished(self, claim: Claim, outcome: RunOutcome) -> None:
         """Store a run's final status, its full epoch list and environment; drop its checkpoint."""
-        status = outcome["status"]
+        status = outcome.status
         try:
             self.store.finish_run(
-                claim, status, error=outcome.get("error"), epochs=outcome.get("epochs"),
-                environment=outcome.get("environment"),
+                claim, status, error=outcome.error, epochs=outcome.epochs,
+                environment=outcome.environment,
             )  # fmt: skip
         except ClaimLost as exc:  # another runner holds it now and will store it
             self.write(f"run {_describe(claim)}: {exc}")
@@ -430,14 +416,14 @@ class _Driver:
         if status in ("done", "diverged"):
             checkpoint = self.checkpoint(claim)
             checkpoint.unlink(missing_ok=True)
-            # Temporary files of a worker killed while saving (the engine renames atomically).
+            # Temporary files of a worker killed while saving (checkpoints are renamed into place).
             for leftover in checkpoint.parent.glob(f".{checkpoint.name}.*.tmp"):
                 leftover.unlink(missing_ok=True)
         else:
-            self.failures.append(f"{_describe(claim)}: {outcome.get('error')}")
-            self.write(f"run {_describe(claim)} failed: {outcome.get('error')}")
-            if outcome.get("error_type") in STUDY_WIDE_ERRORS:
-                self.fatal = str(outcome.get("error"))
+            self.failures.append(f"{_describe(claim)}: {outcome.error}")
+            self.write(f"run {_describe(claim)} failed: {outcome.error}")
+            if outcome.study_wide:
+                self.fatal = str(outcome.error)
         self._forget(claim)
         if self.bar is not None:
             self.bar.update(1)
@@ -449,9 +435,7 @@ class _Driver:
             self.store.release_run(claim)
             self._forget(claim)
         else:
-            self.finished(
-                claim, {"status": "failed", "error": f"{reason} ({claim.attempts} attempts)"}
-            )
+            self.finished(claim, RunOutcome("failed", f"{reason} ({claim.attempts} attempts)"))
 
     def release_all(self) -> list[Claim]:
         """Put every run in flight back to pending (Ctrl-C); returns them."""

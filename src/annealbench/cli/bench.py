@@ -8,13 +8,16 @@ from pathlib import Path
 import typer
 
 from annealbench.cli.app import app, fail
+from annealbench.training.config import DEFAULT_BATCH_SIZE
 
 
 @app.command("bench")
 def bench_command(
     model: str = typer.Option("nn2", "--model", help="nn2, nn3, lenet4, vgg9, ..."),
     dataset: str = typer.Option("fashion-mnist", "--dataset"),
-    steps: int = typer.Option(200, "--steps", help="Training steps (batch 128) per figure."),
+    steps: int = typer.Option(
+        200, "--steps", help=f"Training steps (batch {DEFAULT_BATCH_SIZE}) per figure."
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
     batched_k: int = typer.Option(
         12, "--batched-k", help="Runs trained together for the batched figure (0: skip it)."
@@ -34,8 +37,6 @@ def bench_command(
     import torch
 
     from annealbench import bench
-    from annealbench.data import DataError
-    from annealbench.engine import ConfigError
 
     if steps < 1:
         raise fail(f"--steps must be >= 1, got {steps}")
@@ -62,7 +63,7 @@ def bench_command(
             data_root=data_root,
             progress=None if as_json else say,
         )
-    except (ConfigError, DataError, ValueError) as exc:
+    except ValueError as exc:  # arguments torch or the data layer refuse
         raise fail(str(exc)) from None
     if as_json:
         typer.echo(json.dumps(figures, indent=2))

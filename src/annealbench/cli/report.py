@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from annealbench.cli.app import app, fail
+from annealbench.cli.app import app
 
 
 @app.command("report")
@@ -24,12 +24,8 @@ def report_command(
 
     matplotlib.use("Agg")  # no display needed; figures are written to files
 
-    from annealbench.report import ReportError, report_store
-    from annealbench.store import StoreError
+    from annealbench.report import report_store
 
-    try:
-        written = report_store(store, out, study=study)
-    except (ReportError, StoreError) as exc:
-        raise fail(str(exc)) from exc
+    written = report_store(store, out, study=study)
     typer.echo(f"wrote {len(written.files)} files to {written.folder}")
     typer.echo(f"report: {written.html.resolve()}")

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from annealbench.cli.app import app, fail
+from annealbench.training.config import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS
 
 
 @app.command("train")
@@ -15,8 +16,8 @@ def train_command(
     model: str = typer.Option(..., "--model", help="nn2, nn3, lenet4, vgg9, resnet18, ..."),
     method: str = typer.Option(..., "--method", help="One of the 12 methods, e.g. sig+."),
     seed: int = typer.Option(0, "--seed", help="Trial seed: initial weights and batch order."),
-    epochs: int = typer.Option(100, "--epochs"),
-    batch_size: int = typer.Option(128, "--batch-size"),
+    epochs: int = typer.Option(DEFAULT_EPOCHS, "--epochs"),
+    batch_size: int = typer.Option(DEFAULT_BATCH_SIZE, "--batch-size"),
     subset: int | None = typer.Option(None, "--subset", help="Train on the first N images."),
     step_per: str = typer.Option(
         "iteration", "--step-per", help="Advance the schedule every 'iteration' or 'epoch'."
@@ -42,8 +43,8 @@ def train_command(
     from rich.console import Console
     from rich.table import Table
 
-    from annealbench import data, methods
-    from annealbench.engine import CheckpointError, ConfigError, RunConfig, train
+    from annealbench import methods
+    from annealbench.training import RunConfig, train
 
     if threads is not None:
         import torch
@@ -67,7 +68,7 @@ def train_command(
             compile=compile_model,
         )
         result = train(config, data_root=data_root, checkpoint_path=checkpoint, progress=True)
-    except (ConfigError, CheckpointError, methods.MethodError, data.DataError, ValueError) as exc:
+    except ValueError as exc:  # arguments torch or the data layer refuse
         raise fail(str(exc)) from None
     table = Table(title=f"{config.label()}  [{result.status}]")
     for col in ("epoch", "lr", "train loss", "train acc %", "test loss", "test acc %", "time s"):

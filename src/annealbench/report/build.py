@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from annealbench.errors import ReportError
 from annealbench.report import figures, stats, tables
 from annealbench.report.html import Page
 from annealbench.report.paper import CITATION, dataset_label, order_datasets
@@ -69,10 +70,6 @@ DEFINITIONS: list[tuple[str, str]] = [
         "rank alike over the rows where all of them finished.",
     ),
 ]
-
-
-class ReportError(RuntimeError):
-    """The report cannot be made: no runs, or an output folder that cannot be written."""
 
 
 @dataclass

@@ -11,9 +11,13 @@ import math
 import pytest
 import torch
 
-from annealbench import batched, engine, methods
-from annealbench.batched import BatchedGroup, batched_update, optimizer_rule, train_batched
-from annealbench.engine import ConfigError, RunConfig
+from annealbench import methods, training
+from annealbench.errors import ConfigError
+from annealbench.training import RunConfig, batched
+from annealbench.training import train_group as train_batched
+from annealbench.training.batched import batched_update, optimizer_rule
+from annealbench.training.loop import start
+from annealbench.training.parts import initial_model
 
 SUBSET = 512
 # Batched matmuls round differently from one run's: equal up to float32 rounding.
@@ -37,18 +41,18 @@ def group_of(model: str) -> tuple[RunConfig, ...]:
 
 
 @functools.cache
-def alone(cfg: RunConfig) -> engine.RunResult:
+def alone(cfg: RunConfig) -> training.RunResult:
     """A run trained by itself in the engine (once per test session)."""
-    return engine.train(cfg)
+    return training.train(cfg)
 
 
 @functools.cache
-def together(configs: tuple[RunConfig, ...]) -> tuple[engine.RunResult, ...]:
+def together(configs: tuple[RunConfig, ...]) -> tuple[training.RunResult, ...]:
     """The runs trained as one group (once per test session)."""
     return tuple(train_batched(list(configs)))
 
 
-def assert_same_run(alone: engine.RunResult, together: engine.RunResult) -> None:
+def assert_same_run(alone: training.RunResult, together: training.RunResult) -> None:
     assert together.config == alone.config
     assert together.status == alone.status
     assert len(together.epochs) == len(alone.epochs)
@@ -99,7 +103,7 @@ def test_a_group_resumes_from_its_checkpoints_batched_or_one_at_a_time(tmp_path)
     paths = [tmp_path / f"run{i}.pt" for i in range(len(configs))]
     uninterrupted = together(group_of("nn2"))
 
-    def stop_after_first_epoch(index: int, record: engine.EpochRecord) -> None:
+    def stop_after_first_epoch(index: int, record: training.EpochRecord) -> None:
         if index == 2 and record.epoch == 1:
             raise Interrupt
 
@@ -107,7 +111,7 @@ def test_a_group_resumes_from_its_checkpoints_batched_or_one_at_a_time(tmp_path)
         train_batched(configs, checkpoint_paths=paths, on_epoch=stop_after_first_epoch)
     assert all(p.exists() for p in paths)
     # Run 0 continues alone in the engine from the group's checkpoint (same file format).
-    continued = engine.train(configs[0], checkpoint_path=paths[0])
+    continued = training.train(configs[0], checkpoint_path=paths[0])
     assert_same_run(uninterrupted[0], continued)
     # Run 2 starts over: the group trains it up to the others, then all continue together.
     paths[2].unlink()
@@ -193,8 +197,9 @@ def test_the_automatic_choice_follows_the_cpu_measurements():
 
 
 def test_the_group_stacks_the_engines_initial_weights():
-    group = BatchedGroup(group_of("nn2"))
+    group = start(list(group_of("nn2")), batched=True)
+    spec = group.data.spec
     for row, run in enumerate(group.active):
-        fresh = engine._build(run.config, torch.device("cpu"), None).model
+        fresh = initial_model(run.config, spec.input_shape, spec.num_classes, group.device)
         for name, param in fresh.named_parameters():
-            assert torch.equal(group.params[name][row], param.detach())
+            assert torch.equal(group.stepper.params[name][row], param.detach())

@@ -13,8 +13,10 @@ import time
 import pytest
 import torch
 
-from annealbench import engine, methods
-from annealbench.engine import CheckpointError, ConfigError, RunConfig, train
+from annealbench import methods, training
+from annealbench.errors import CheckpointError, ConfigError
+from annealbench.training import RunConfig, train
+from annealbench.training.loop import start
 
 SUBSET = 512
 
@@ -26,7 +28,7 @@ def config(**overrides) -> RunConfig:
     return RunConfig(**base)
 
 
-def numbers(result: engine.RunResult) -> list[tuple]:
+def numbers(result: training.RunResult) -> list[tuple]:
     """Everything a run measured except wall time."""
     return [
         (r.epoch, r.lr, r.train_loss, r.train_acc, r.test_loss, r.test_acc) for r in result.epochs
@@ -60,17 +62,17 @@ def test_cpu_runs_are_bit_for_bit_deterministic():
 
 
 def test_runs_with_one_seed_are_paired_across_methods():
-    device = torch.device("cpu")
-    one = engine._build(config(method="exp"), device, None)
-    two = engine._build(config(method="adam"), device, None)
-    other = engine._build(config(method="exp", seed=1), device, None)
-    for p, q in zip(one.model.parameters(), two.model.parameters(), strict=True):
-        assert torch.equal(p, q)
-    assert not torch.equal(next(one.model.parameters()), next(other.model.parameters()))
-    n = one.data.train_x.shape[0]
-    assert torch.equal(
-        torch.randperm(n, generator=one.order_gen), torch.randperm(n, generator=two.order_gen)
+    one, two, other = (
+        start([config(method=m, seed=s)], batched=False)
+        for m, s in (("exp", 0), ("adam", 0), ("exp", 1))
     )
+    first = [t.stepper.model for t in (one, two, other)]  # type: ignore[attr-defined]
+    for p, q in zip(first[0].parameters(), first[1].parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert not torch.equal(next(first[0].parameters()), next(first[2].parameters()))
+    n = one.data.train_x.shape[0]
+    gen_one, gen_two = one.active[0].order_gen, two.active[0].order_gen
+    assert torch.equal(torch.randperm(n, generator=gen_one), torch.randperm(n, generator=gen_two))
 
 
 def test_per_epoch_stepping_holds_the_rate_through_an_epoch():

@@ -1,0 +1,188 @@
+"""What a run is: :class:`RunConfig`, its one canonical identity and key, and what it yields.
+
+A run has one canonical form, ``RunConfig.to_dict()``, and one key, :func:`run_key`, the
+same whether it is computed from a ``RunConfig`` or from the plain dict a store, a worker
+pipe or a Ray task carries. Fields in :data:`NOT_IN_IDENTITY` say where a run trains, not
+what it is, and are left out of both the identity and the key.
+
+This module imports neither torch nor the data and model layers at import time, so the
+store and the report can use it cheaply.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from annealbench import methods as methods_mod
+from annealbench.errors import ConfigError, MethodError
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_EPOCHS",
+    "NOT_IN_IDENTITY",
+    "EpochRecord",
+    "RunConfig",
+    "RunOutcome",
+    "RunResult",
+    "identity",
+    "run_key",
+]
+
+#: The paper's protocol: 100 epochs at batch size 128 (section 4.1).
+DEFAULT_EPOCHS = 100
+DEFAULT_BATCH_SIZE = 128
+#: Fields that do not change a run's numbers (where it runs): left out of its identity.
+NOT_IN_IDENTITY = frozenset({"device"})
+
+
+def identity(config: RunConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of a run (a RunConfig or its dict) that change its numbers."""
+    d = config.to_dict() if isinstance(config, RunConfig) else dict(config)
+    return {k: v for k, v in d.items() if k not in NOT_IN_IDENTITY}
+
+
+def run_key(config: RunConfig | Mapping[str, Any]) -> str:
+    """A stable short hash of :func:`identity`: the same for a RunConfig and its dict."""
+    blob = json.dumps(identity(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines one run; a plain value that can be printed and stored.
+
+    ``custom_method`` carries the definition of a user-defined method (see
+    :mod:`annealbench.methods`) so a run can be trained in another process or machine.
+    """
+
+    dataset: str
+    model: str
+    method: str
+    seed: int = 0
+    epochs: int = DEFAULT_EPOCHS
+    batch_size: int = DEFAULT_BATCH_SIZE
+    subset: int | None = None
+    step_per: Literal["iteration", "epoch"] = "iteration"
+    device: str = "auto"
+    channels_last: bool = False
+    bf16: bool = False
+    compile: bool = False
+    custom_method: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.custom_method is None and not methods_mod.is_builtin(self.method):
+            try:
+                object.__setattr__(self, "custom_method", methods_mod.get(self.method).to_config())
+            except MethodError as exc:
+                raise ConfigError(str(exc)) from None
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming every bad field and the valid choices."""
+        from annealbench import data as data_mod
+        from annealbench import models as models_mod
+
+        problems = []
+        if self.dataset not in data_mod.names():
+            problems.append(
+                f"unknown dataset {self.dataset!r}; valid: {', '.join(data_mod.names())}"
+            )
+        if self.model not in models_mod.names():
+            problems.append(f"unknown model {self.model!r}; valid: {', '.join(models_mod.names())}")
+        try:
+            self.method_spec()
+        except MethodError as exc:
+            problems.append(str(exc))
+        for name in ("seed", "epochs", "batch_size"):
+            value = getattr(self, name)
+            low = 0 if name == "seed" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                problems.append(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.subset is not None and (not isinstance(self.subset, int) or self.subset < 1):
+            problems.append(f"subset must be an integer >= 1 or None, got {self.subset!r}")
+        if self.step_per not in ("iteration", "epoch"):
+            problems.append(f"step_per must be 'iteration' or 'epoch', got {self.step_per!r}")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    def method_spec(self) -> methods_mod.Method:
+        if self.custom_method is not None:
+            return methods_mod.Method.from_config(self.custom_method)
+        return methods_mod.get(self.method)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The canonical form: a plain dict of every field (JSON-ready)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RunConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown run settings {unknown}; valid: {sorted(known)}")
+        return cls(**d)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that change a run's numbers."""
+        return identity(self)
+
+    def key(self) -> str:
+        """A stable short hash of :meth:`identity` (file names, store lookups)."""
+        return run_key(self)
+
+    def label(self) -> str:
+        return f"{self.dataset}/{self.model}/{self.method}/seed{self.seed}"
+
+    def __hash__(self) -> int:  # custom_method is a dict; hash the canonical identity
+        return hash((self.key(), self.device))
+
+
+@dataclass
+class EpochRecord:
+    """Metrics of one epoch; accuracies in percent, losses per sample."""
+
+    epoch: int
+    lr: float
+    train_loss: float
+    train_acc: float
+    test_loss: float
+    test_acc: float
+    wall_time: float
+
+
+@dataclass
+class RunResult:
+    """A run trained to its end or to divergence."""
+
+    config: RunConfig
+    status: Literal["done", "diverged"]
+    epochs: list[EpochRecord]
+    error: str | None = None
+
+    @property
+    def final(self) -> EpochRecord | None:
+        return self.epochs[-1] if self.epochs else None
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What a worker reports for one run: picklable, the same from every executor.
+
+    ``status`` is done, diverged or failed. A failed run has ``error`` (one line) and
+    ``study_wide`` (its error is one every other run would repeat: the study stops);
+    ``epochs`` is None then, and the store keeps what was recorded epoch by epoch.
+    """
+
+    status: Literal["done", "diverged", "failed"]
+    error: str | None = None
+    epochs: tuple[EpochRecord, ...] | None = None
+    environment: Mapping[str, Any] | None = None
+    study_wide: bool = False
+
+    @classmethod
+    def of(cls, result: RunResult, environment: Mapping[str, Any] | None) -> RunOutcome:
+        return cls(result.status, result.error, tuple(result.epochs), environment)

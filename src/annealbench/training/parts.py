@@ -1,0 +1,88 @@
+"""What every run is built from, whether it trains alone or in a group.
+
+- :func:`resolve_device`: where it trains;
+- :func:`initial_model`: its initial weights, from its seed alone (paired trials);
+- :class:`RatePlan`: its learning rate after any number of optimizer updates, in closed form.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from annealbench import models as models_mod
+from annealbench.errors import ConfigError
+from annealbench.schedules import Schedule
+from annealbench.training.config import RunConfig
+
+__all__ = ["RatePlan", "initial_model", "resolve_device", "steps_per_epoch"]
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; anything else as torch reads it."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigError(f"unknown device {device!r}: {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} asked for, but this machine has no CUDA GPU")
+    return dev
+
+
+def steps_per_epoch(train_size: int, batch_size: int) -> int:
+    """Optimizer updates in one epoch (the last batch may be short)."""
+    return math.ceil(train_size / batch_size)
+
+
+def initial_model(
+    config: RunConfig, input_shape: tuple[int, ...], num_classes: int, device: torch.device
+) -> torch.nn.Module:
+    """The run's model with its initial weights: the same seed gives the same weights,
+    whatever the method, so the methods of one trial start from one point."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        try:
+            model = models_mod.build(config.model, input_shape, num_classes)
+        except ValueError as exc:
+            raise ConfigError(
+                f"model {config.model!r} does not fit {config.dataset}: {exc}"
+            ) from None
+    model = model.to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+@dataclass(frozen=True)
+class RatePlan:
+    """A run's learning rate after ``k`` optimizer updates: ``schedule(progress(k))``.
+
+    The schedule advances in units of ``updates_per_unit`` updates: 1 anneals every
+    iteration, an epoch's worth anneals once per epoch (``step_per="epoch"``). This is the
+    one place the unit is decided; the loop only counts updates.
+    """
+
+    schedule: Schedule
+    total_units: int
+    updates_per_unit: int
+
+    @classmethod
+    def for_run(cls, config: RunConfig, updates_per_epoch: int) -> RatePlan:
+        deep = models_mod.spec(config.model).deep
+        schedule = config.method_spec().schedule_for(config.model, deep)
+        if config.step_per == "iteration":
+            return cls(schedule, config.epochs * updates_per_epoch, 1)
+        return cls(schedule, config.epochs, updates_per_epoch)
+
+    def rate(self, updates: int) -> float:
+        """The rate of the update that follows ``updates`` earlier ones."""
+        unit = min(max(updates, 0) // self.updates_per_unit, self.total_units)
+        return float(self.schedule(unit / self.total_units))
+
+    def rates(self, updates: int, count: int) -> list[float]:
+        """The rates of the next ``count`` updates."""
+        return [self.rate(updates + i) for i in range(count)]
