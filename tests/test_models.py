@@ -1,7 +1,10 @@
-"""The model registry: names, shapes, parameter counts (as documented in docs/models.md), errors."""
+"""The model registry: names, shapes, parameter counts (as in the README's "Models" table),
+FLOP counts, errors."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -16,7 +19,7 @@ CIFAR_SHAPE = (3, 32, 32)
 SHALLOW = ["nn2", "nn3", "lenet4", "vgg9"]
 DEEP = ["vgg19", "resnet18", "resnet50", "densenet121", "googlenet"]
 
-# Exact parameter counts, the numbers in docs/models.md: (model, input shape, classes) -> count.
+# Exact parameter counts, as in the README's "Models" table: (model, shape, classes) -> count.
 PARAMETER_COUNTS = {
     ("nn2", MNIST_SHAPE, 10): 266_610,
     ("nn3", MNIST_SHAPE, 10): 573_910,
@@ -194,3 +197,31 @@ def test_malformed_arguments_are_refused(shape: tuple, classes: object, message:
 def test_build_accepts_a_torch_size() -> None:
     model = models.build("lenet4", torch.Size(MNIST_SHAPE), 10)
     assert model(torch.zeros(1, *MNIST_SHAPE)).shape == (1, 10)
+
+
+def test_the_registry_imports_without_torch() -> None:
+    """The report reads names and paper labels from the registry without paying for torch."""
+    code = (
+        "import sys; from annealbench import models; models.spec('densenet121').paper_name; "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_flops_are_counted_from_the_layers() -> None:
+    flops = models.count_flops("nn2", MNIST_SHAPE, 10)
+    matmuls = 784 * 300 + 300 * 100 + 100 * 10
+    assert flops.forward == 2 * matmuls
+    assert flops.train == 3 * flops.forward
+    # backward: weight gradients of every layer, input gradients of all but the first
+    assert flops.backward == 2 * matmuls + 2 * (300 * 100 + 100 * 10)
+    assert flops.executed == flops.forward + flops.backward
+
+
+def test_counting_flops_leaves_the_global_rng_alone() -> None:
+    torch.manual_seed(3)
+    expected = torch.rand(3)
+    torch.manual_seed(3)
+    models.count_flops("lenet4", MNIST_SHAPE, 10)
+    assert torch.equal(torch.rand(3), expected)

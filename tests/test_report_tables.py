@@ -8,6 +8,7 @@ import math
 import pandas as pd
 import pytest
 
+from annealbench import data, methods, models
 from annealbench.report import paper, stats, tables
 from test_report_stats import constant_run, frames
 
@@ -24,8 +25,8 @@ def test_the_shipped_tables_hold_every_published_cell() -> None:
     published = paper.paper_accuracy()
     assert len(published) == 552 // 2  # one row per cell with its ave and its max
     assert published[["paper_ave", "paper_max"]].notna().all().all()
-    assert set(published["model"]) == set(paper.MODEL_FROM_PAPER.values())
-    assert published["method"].nunique() == 12
+    assert set(published["model"]) == set(models.names())
+    assert set(published["method"]) == set(methods.PAPER_METHODS)
     cells = published.set_index(["dataset", "model", "method"])
     # Spot checks against the text of Tables 2 and 3.
     assert cells.loc[("mnist", "nn2", "0.1"), "paper_ave"] == 97.87
@@ -52,6 +53,21 @@ def test_labels_use_the_papers_names() -> None:
     assert paper.model_label("mlp7") == "mlp7"
     assert paper.dataset_label("fashion-mnist") == "Fashion-MNIST"
     assert paper.order_methods(["sig+", "mine", "0.1", "exp"]) == ["0.1", "exp", "sig+", "mine"]
+
+
+def test_names_and_order_come_from_the_registries() -> None:
+    """One source per fact: methods and models from their registries; the report only adds
+    the paper's dataset labels, for exactly the data layer's datasets in its order."""
+    assert paper.method_order()[:12] == methods.PAPER_METHODS
+    assert list(paper.model_labels()) == models.names()
+    assert paper.model_label("resnet18") == models.spec("resnet18").paper_name
+    assert list(paper.DATASET_ORDER) == data.names()
+    assert paper.order_models(["googlenet", "mlp7", "nn2"]) == ["nn2", "googlenet", "mlp7"]
+    assert paper.order_datasets(["cifar10", "CIFAR-100", "mnist"]) == [
+        "mnist",
+        "cifar10",
+        "CIFAR-100",
+    ]
 
 
 # -- the paper's layout ------------------------------------------------------------------

@@ -22,7 +22,7 @@ import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
@@ -106,8 +106,6 @@ class Schedule:
 
     Subclasses implement :meth:`_value` on a float64 array already checked to be in [0, 1].
     """
-
-    kind: ClassVar[str] = "schedule"
 
     def __call__(self, p: ArrayLike) -> ArrayLike:
         arr = _check_progress(p)
@@ -619,11 +617,6 @@ def describe(name: str) -> str:
     return _lookup(name).description
 
 
-def parameters(name: str) -> tuple[str, ...]:
-    """The overrides :func:`get` accepts for ``name``."""
-    return _lookup(name).params
-
-
 def _lookup(name: str) -> _Entry:
     try:
         return _REGISTRY[name]
@@ -636,8 +629,9 @@ def _lookup(name: str) -> _Entry:
 def get(name: str, **overrides: Any) -> Schedule:
     """The schedule called ``name``, with the paper's defaults unless overridden.
 
-    >>> get("sig+")(0.05)  # halfway through the warmup ramp from 0.01 to sig's start
-    0.05466...
+    >>> lr = get("sig+")(0.05)  # halfway up the warmup ramp, from 0.01 to sig's start
+    >>> round(lr, 5), round(get("sig")(0.0), 5)
+    (0.05467, 0.09934)
     """
     entry = _lookup(name)
     unknown = sorted(set(overrides) - set(entry.params))

@@ -9,6 +9,7 @@ import typer
 
 from annealbench import schedules
 from annealbench.cli.app import app, fail
+from annealbench.training.config import DEFAULT_EPOCHS
 
 
 @app.command("schedules")
@@ -20,7 +21,9 @@ def schedules_command(
         None, "--csv", help="Write every schedule's rate at --steps evenly spaced steps."
     ),
     steps: int = typer.Option(101, "--steps", help="Points for --csv (from p=0 to p=1)."),
-    epochs: int = typer.Option(100, "--epochs", help="Length of the run drawn by --plot."),
+    epochs: int = typer.Option(
+        DEFAULT_EPOCHS, "--epochs", help="Length of the run drawn by --plot."
+    ),
 ) -> None:
     """List the learning-rate schedules, or plot/export them."""
     if plot is None and csv_path is None:

@@ -10,6 +10,8 @@ from pathlib import Path
 import typer
 
 from annealbench.cli.app import app, fail
+from annealbench.study import DEFAULT_TRIALS
+from annealbench.training.config import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS
 
 DEFAULT_STORE = Path("annealbench.sqlite")
 
@@ -31,9 +33,15 @@ def run_command(
     methods: str | None = typer.Option(
         None, "--methods", help="e.g. sig+,str+,adam (default: the paper's 12)"
     ),
-    trials: int | None = typer.Option(None, "--trials", help="Seeds 0..N-1 (default: 10)"),
-    epochs: int | None = typer.Option(None, "--epochs", help="Epochs per run (default: 100)."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="(default: 128)"),
+    trials: int | None = typer.Option(
+        None, "--trials", help=f"Seeds 0..N-1 (default: {DEFAULT_TRIALS})"
+    ),
+    epochs: int | None = typer.Option(
+        None, "--epochs", help=f"Epochs per run (default: {DEFAULT_EPOCHS})."
+    ),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help=f"(default: {DEFAULT_BATCH_SIZE})"
+    ),
     subset: int | None = typer.Option(None, "--subset", help="Train on the first N images."),
     step_per: str | None = typer.Option(
         None, "--step-per", help="Advance schedules every 'iteration' (default) or 'epoch'."
@@ -118,8 +126,11 @@ def run_command(
                 datasets=_split(datasets) or (),
                 models=_split(models) or (),
                 methods=_split(methods) if methods is not None else paper_methods(),
-                trials=10 if trials is None else trials,
-                options={"epochs": 100, **{k: v for k, v in options.items() if v is not None}},
+                trials=DEFAULT_TRIALS if trials is None else trials,
+                options={
+                    "epochs": DEFAULT_EPOCHS,
+                    **{k: v for k, v in options.items() if v is not None},
+                },
             )
         print(
             f"study {grid.name!r}: {grid.n_runs} runs "

@@ -14,46 +14,19 @@ from importlib import resources
 
 import pandas as pd
 
+from annealbench import methods, models
+
 CITATION = (
     'K. Nakamura, B. Derbel, K.-J. Won, B.-W. Hong, "Learning-Rate Annealing Methods for Deep '
     'Neural Networks", Electronics 10(16):2029, 2021 (Tables 2 and 3).'
 )
 
-# The paper's 12 methods in the order of its tables.
-PAPER_METHODS: tuple[str, ...] = (
-    "0.1",
-    "0.01",
-    "0.001",
-    "exp",
-    "str",
-    "sig",
-    "rms",
-    "adam",
-    "rep",
-    "trap",
-    "str+",
-    "sig+",
-)
 # Figures 2/4 (decay) and 3/5 (warmup) each show one subset of the methods.
 DECAY_METHODS: tuple[str, ...] = ("0.1", "exp", "str", "rms", "adam", "sig")
 WARMUP_METHODS: tuple[str, ...] = ("sig", "rep", "trap", "str+", "sig+")
 
-# Paper's model label -> annealbench model name (DenseConv is DenseNet-121).
-MODEL_FROM_PAPER: dict[str, str] = {
-    "NN-2": "nn2",
-    "NN-3": "nn3",
-    "LeNet-4": "lenet4",
-    "VGG-9": "vgg9",
-    "VGG-19": "vgg19",
-    "ResNet-18": "resnet18",
-    "ResNet-50": "resnet50",
-    "DenseConv": "densenet121",
-    "GoogLeNet": "googlenet",
-}
-PAPER_FROM_MODEL: dict[str, str] = {ours: paper for paper, ours in MODEL_FROM_PAPER.items()}
-MODEL_ORDER: tuple[str, ...] = tuple(MODEL_FROM_PAPER.values())
-
-DATASET_ORDER: tuple[str, ...] = ("mnist", "fashion-mnist", "svhn", "cifar10", "cifar100")
+# Our dataset name -> the paper's label in its tables, in the paper's order (Table 2 then 3).
+# The methods and the models (with their paper labels) come from their own registries.
 DATASET_LABELS: dict[str, str] = {
     "mnist": "MNIST",
     "fashion-mnist": "Fashion-MNIST",
@@ -61,6 +34,12 @@ DATASET_LABELS: dict[str, str] = {
     "cifar10": "CIFAR-10",
     "cifar100": "CIFAR-100",
 }
+DATASET_ORDER: tuple[str, ...] = tuple(DATASET_LABELS)
+
+
+def model_labels() -> dict[str, str]:
+    """Each model's paper label (``densenet121`` -> ``DenseConv``), in the paper's order."""
+    return {name: models.spec(name).paper_name for name in models.names()}
 
 
 def dataset_key(name: str) -> str:
@@ -84,7 +63,7 @@ def dataset_label(name: str) -> str:
 
 def model_label(name: str) -> str:
     """The paper's display name of a model (``ResNet-18``), or the name itself."""
-    return PAPER_FROM_MODEL.get(name, name)
+    return model_labels().get(name, name)
 
 
 def ordered(values: object, order: tuple[str, ...], key=lambda v: v) -> list[str]:
@@ -99,13 +78,8 @@ def ordered(values: object, order: tuple[str, ...], key=lambda v: v) -> list[str
 
 
 def method_order() -> tuple[str, ...]:
-    """Every known method in the paper's order, then user-registered ones."""
-    try:
-        from annealbench import methods
-    except ImportError:
-        return PAPER_METHODS
-    names = tuple(methods.names())
-    return PAPER_METHODS + tuple(n for n in names if n not in PAPER_METHODS)
+    """Every known method: :data:`annealbench.methods.PAPER_METHODS`, then user-registered ones."""
+    return tuple(methods.names())
 
 
 def order_methods(values: object) -> list[str]:
@@ -115,7 +89,7 @@ def order_methods(values: object) -> list[str]:
 
 def order_models(values: object) -> list[str]:
     """Models in the paper's table order, then any others alphabetically."""
-    return ordered(values, MODEL_ORDER)
+    return ordered(values, tuple(models.names()))
 
 
 def order_datasets(values: object) -> list[str]:
@@ -135,10 +109,11 @@ def paper_accuracy() -> pd.DataFrame:
     method, paper_ave, paper_max (percent).
     """
     frame = pd.read_csv(io.StringIO(_paper_csv()), dtype={"method": str})
-    unknown = set(frame["model"]) - set(MODEL_FROM_PAPER)
-    if unknown:  # the shipped file and this mapping must agree
+    from_paper = {label: name for name, label in model_labels().items()}
+    unknown = set(frame["model"]) - set(from_paper)
+    if unknown:  # the shipped file and the model registry must agree
         raise ValueError(f"paper_accuracy.csv has models without a mapping: {sorted(unknown)}")
-    frame["model"] = frame["model"].map(MODEL_FROM_PAPER)
+    frame["model"] = frame["model"].map(from_paper)
     wide = frame.pivot_table(
         index=["dataset", "model", "method"],
         columns="statistic",
