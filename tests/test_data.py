@@ -3,8 +3,10 @@ torchvision's classes by ``data.load``; the Debian fallback; errors; batched aug
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import pickle
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import torchvision.datasets.svhn
 from torchvision.datasets.utils import check_integrity
 
 from annealbench import data
+from annealbench.errors import ConfigError
 
 MNIST_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte"]
 MNIST_FILES += ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
@@ -127,6 +130,12 @@ def normalized(images: np.ndarray, name: str) -> torch.Tensor:
     return ((x - mean) / std).float()
 
 
+def use_debian_dir(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    """Point Fashion-MNIST's Debian copy at ``folder`` (a registry entry, undone after the test)."""
+    dataset = dataclasses.replace(data.spec("fashion-mnist"), debian_dir=folder)
+    monkeypatch.setitem(data.REGISTRY, "fashion-mnist", dataset)
+
+
 def leftovers(folder: Path) -> list[str]:
     """Temporary files or folders a failed write could have left."""
     return [p.name for p in folder.rglob("*") if p.name.startswith(".") or p.suffix == ".part"]
@@ -161,11 +170,17 @@ def test_names_and_specs_follow_table_1() -> None:
     assert data.spec("cifar10").torchvision_class is torchvision.datasets.CIFAR10
 
 
-def test_unknown_dataset_lists_the_valid_names(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="unknown dataset 'imagenet'") as error:
-        data.load("imagenet", root=tmp_path)
-    for name in data.names():
-        assert name in str(error.value)
+def test_unknown_dataset_is_a_config_error_listing_the_valid_names(tmp_path: Path) -> None:
+    for call in (lambda: data.load("imagenet", root=tmp_path), lambda: data.spec("imagenet")):
+        with pytest.raises(
+            ConfigError, match="unknown dataset 'imagenet'; valid datasets: "
+        ) as error:
+            call()
+        assert isinstance(error.value, ValueError)  # old `except ValueError` still catches it
+        for name in data.names():
+            assert name in str(error.value)
+    with pytest.raises(ConfigError, match=r"unknown dataset \['mnist'\]"):
+        data.spec(["mnist"])  # type: ignore[arg-type]
 
 
 def test_default_root_prefers_the_environment(
@@ -259,11 +274,13 @@ def test_subset_keeps_the_first_training_images_and_the_whole_test_set(tmp_path:
     assert torch.equal(part.train_y, full.train_y[:4])
     assert torch.equal(part.test_x, full.test_x)
     assert torch.equal(part.test_y, full.test_y)
-    with pytest.raises(ValueError, match="subset=13 is more than the 12 training images"):
+    with pytest.raises(ConfigError, match="subset=13 is more than the 12 training images") as error:
         data.load("mnist", root=tmp_path, download=False, subset=13)
-    for bad in (0, -1, 2.5, True):
-        with pytest.raises(ValueError, match="subset must be a positive number"):
+    assert "give at most 12, or no subset" in str(error.value)
+    for bad in (0, -1, 2.5, True, "4"):
+        with pytest.raises(ConfigError, match="subset must be a positive number") as error:
             data.load("mnist", root=tmp_path, download=False, subset=bad)  # type: ignore[arg-type]
+        assert f"got {bad!r}; give an integer of at least 1, or no subset" in str(error.value)
 
 
 def test_load_is_cached_per_process(tmp_path: Path) -> None:
@@ -300,7 +317,7 @@ def test_missing_fashion_mnist_is_unpacked_from_the_debian_package(
 ) -> None:
     debian = tmp_path / "usr-share-datasets-fashion-mnist"
     arrays = write_debian_copy(debian)
-    monkeypatch.setitem(data.DEBIAN_DIRS, "fashion-mnist", debian)
+    use_debian_dir(monkeypatch, debian)
     root = tmp_path / "root"
     loaded = data.load("fashion-mnist", root=root, download=False)
     raw = root / "FashionMNIST" / "raw"
@@ -317,7 +334,7 @@ def test_a_corrupt_debian_file_is_named_and_nothing_half_written_is_left(
     write_debian_copy(debian)
     packed = (debian / "t10k-images-idx3-ubyte.gz").read_bytes()
     (debian / "t10k-images-idx3-ubyte.gz").write_bytes(packed[: len(packed) // 2])
-    monkeypatch.setitem(data.DEBIAN_DIRS, "fashion-mnist", debian)
+    use_debian_dir(monkeypatch, debian)
     root = tmp_path / "root"
     with pytest.raises(data.DataError, match=r"t10k-images-idx3-ubyte\.gz") as error:
         data.load("fashion-mnist", root=root, download=False)
@@ -330,7 +347,7 @@ def test_a_corrupt_debian_file_is_named_and_nothing_half_written_is_left(
 def test_missing_data_error_says_where_and_how(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(data.DEBIAN_DIRS, "fashion-mnist", tmp_path / "not-installed")
+    use_debian_dir(monkeypatch, tmp_path / "not-installed")
     with pytest.raises(data.DataError) as error:
         data.load("fashion-mnist", root=tmp_path, download=False)
     message = str(error.value)
@@ -447,9 +464,7 @@ def generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def window_offsets(
-    out: torch.Tensor, x: torch.Tensor, spec: data.DatasetSpec, flipped: bool
-) -> list:
+def window_offsets(out: torch.Tensor, x: torch.Tensor, spec: data.Dataset, flipped: bool) -> list:
     """For each sample, the (top, left) offsets of the black-padded input whose window is the
     output (or the mirrored output), or None where no window matches."""
     pad = data.CROP_PADDING
@@ -470,8 +485,9 @@ def window_offsets(
 
 def test_mnist_is_not_augmented() -> None:
     x = torch.randn(8, 1, 28, 28)
-    assert data.augment(x, data.spec("mnist"), generator(0)) is x
-    assert data.augment(x, data.spec("fashion-mnist"), generator(0)) is x
+    for name in ("mnist", "fashion-mnist"):
+        assert not data.spec(name).augments
+        assert data.spec(name).augment(x, generator(0)) is x
 
 
 @pytest.mark.parametrize("name", ["svhn", "cifar10", "cifar100"])
@@ -479,21 +495,21 @@ def test_augment_keeps_shape_and_is_deterministic_per_generator(name: str) -> No
     spec = data.spec(name)
     x = torch.randn(16, 3, 32, 32)
     rng_before = torch.get_rng_state()
-    first = data.augment(x, spec, generator(3))
+    first = spec.augment(x, generator(3))
     assert first.shape == x.shape and first.dtype == x.dtype
-    assert torch.equal(first, data.augment(x, spec, generator(3)))
-    assert not torch.equal(first, data.augment(x, spec, generator(4)))
+    assert torch.equal(first, spec.augment(x, generator(3)))
+    assert not torch.equal(first, spec.augment(x, generator(4)))
     assert not torch.equal(first, x)
     assert torch.equal(torch.get_rng_state(), rng_before)  # only the given generator is used
     # Same generator, consecutive calls: different draws (the state advances).
     shared = generator(3)
-    assert not torch.equal(data.augment(x, spec, shared), data.augment(x, spec, shared))
+    assert not torch.equal(spec.augment(x, shared), spec.augment(x, shared))
 
 
 def test_svhn_crops_with_black_padding_and_never_mirrors() -> None:
     spec = data.spec("svhn")
     x = torch.randn(128, 3, 32, 32)  # random images are asymmetric: a mirror cannot match
-    out = data.augment(x, spec, generator(0))
+    out = spec.augment(x, generator(0))
     offsets = window_offsets(out, x, spec, flipped=False)
     assert None not in offsets  # every output is an unmirrored window of the padded image
     assert {top for top, _ in offsets} == set(range(9))  # shifts cover -4..4
@@ -505,7 +521,7 @@ def test_svhn_crops_with_black_padding_and_never_mirrors() -> None:
 def test_cifar_crops_and_flips_some_images(name: str) -> None:
     spec = data.spec(name)
     x = torch.randn(128, 3, 32, 32)
-    out = data.augment(x, spec, generator(1))
+    out = spec.augment(x, generator(1))
     plain = window_offsets(out, x, spec, flipped=False)
     mirrored = window_offsets(out, x, spec, flipped=True)
     assert all((p is None) != (m is None) for p, m in zip(plain, mirrored, strict=True))
@@ -519,7 +535,8 @@ def test_cifar_crops_and_flips_some_images(name: str) -> None:
 
 
 def test_real_fashion_mnist_from_the_debian_package(tmp_path: Path) -> None:
-    package = data.DEBIAN_DIRS["fashion-mnist"]
+    package = data.spec("fashion-mnist").debian_dir
+    assert package is not None
     assert (package / "train-images-idx3-ubyte.gz").is_file(), (
         f"{package} is missing: install the Debian package dataset-fashion-mnist "
         "(scripts/system-deps.sh does)"
@@ -533,3 +550,153 @@ def test_real_fashion_mnist_from_the_debian_package(tmp_path: Path) -> None:
     assert abs(loaded.train_x.mean().item()) < 0.01
     assert abs(loaded.train_x.std().item() - 1) < 0.01
     assert leftovers(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Datasets as objects: a new dataset is one registered object; nothing looks at a name.
+
+
+@pytest.fixture
+def registry(monkeypatch: pytest.MonkeyPatch) -> dict[str, data.Dataset]:
+    """A copy of the registry for this test, so what it registers is gone afterwards."""
+    copy = dict(data.REGISTRY)
+    monkeypatch.setattr(data, "REGISTRY", copy)
+    return copy
+
+
+KMNIST = data.IdxDataset(
+    name="kmnist", num_classes=10, input_shape=(1, 28, 28), train_size=60_000, test_size=10_000,
+    mean=(0.1918,), std=(0.3483,), folder="KMNIST/raw",
+    torchvision_class=torchvision.datasets.KMNIST,
+)  # fmt: skip
+
+
+def test_a_registered_torchvision_dataset_loads_without_touching_data(
+    tmp_path: Path, registry: dict[str, data.Dataset]
+) -> None:
+    assert data.register(KMNIST) is KMNIST
+    assert data.names()[-1] == "kmnist" and data.spec("kmnist") is KMNIST
+    arrays = write_mnist(tmp_path / "KMNIST" / "raw")
+    loaded = data.load("kmnist", root=tmp_path, download=False)
+    assert loaded.spec is KMNIST
+    assert loaded.train_y.tolist() == arrays["train-labels-idx1-ubyte"].tolist()
+    torch.testing.assert_close(
+        loaded.test_x, normalized(arrays["t10k-images-idx3-ubyte"][:, None], "kmnist")
+    )
+    with pytest.raises(data.DataError) as error:
+        data.load("kmnist", root=tmp_path / "empty", download=False)
+    message = str(error.value)
+    assert str(tmp_path / "empty" / "KMNIST" / "raw") in message
+    assert "torchvision.datasets.KMNIST" in message and "apt-get" not in message
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NpzDataset(data.Dataset):
+    """A user's dataset: one .npz file, read by its own code (no torchvision, no download)."""
+
+    files: tuple[str, ...] = ("tiny.npz",)
+
+    def read(self, root: Path) -> data.Arrays:
+        with np.load(self.files_in(root) / self.files[0]) as arrays:
+            return tuple(torch.from_numpy(arrays[k]) for k in ("x", "y", "tx", "ty"))  # type: ignore[return-value]
+
+
+TINY = NpzDataset(
+    name="tiny", num_classes=3, input_shape=(3, 8, 8), train_size=6, test_size=2,
+    mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), crop=True, flip=True, folder="tiny",
+)  # fmt: skip
+
+
+def test_a_user_dataset_needs_only_its_facts_and_read(
+    tmp_path: Path, registry: dict[str, data.Dataset]
+) -> None:
+    data.register(TINY)
+    with pytest.raises(data.DataError, match="there is no download for it") as error:
+        data.load("tiny", root=tmp_path, download=True)
+    assert f"put the files in {tmp_path / 'tiny'}" in str(error.value)
+    assert "torchvision" not in str(error.value)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (6, 3, 8, 8), dtype=np.uint8)
+    tx = rng.integers(0, 256, (2, 3, 8, 8), dtype=np.uint8)
+    (tmp_path / "tiny").mkdir()
+    np.savez(tmp_path / "tiny" / "tiny.npz", x=x, y=np.arange(6) % 3, tx=tx, ty=np.array([2, 0]))
+    loaded = data.load("tiny", root=tmp_path)
+    torch.testing.assert_close(loaded.train_x, normalized(x, "tiny"))
+    assert loaded.test_y.tolist() == [2, 0] and loaded.test_y.dtype == torch.int64
+    assert TINY.augments
+    out = TINY.augment(loaded.train_x, generator(0))
+    assert out.shape == loaded.train_x.shape and not torch.equal(out, loaded.train_x)
+
+    data.clear_cache()
+    (tmp_path / "tiny" / "tiny.npz").write_bytes(b"not a zip file")
+    with pytest.raises(data.DataError, match=r"could not read tiny from .*tiny: ") as error:
+        data.load("tiny", root=tmp_path)
+    assert "delete it and get it again" in str(error.value)
+
+
+def test_register_refuses_a_different_dataset_under_a_taken_name(
+    registry: dict[str, data.Dataset],
+) -> None:
+    data.register(KMNIST)
+    data.register(dataclasses.replace(KMNIST))  # an equal object is no conflict
+    other = dataclasses.replace(KMNIST, mean=(0.2,))
+    with pytest.raises(ConfigError, match="a different dataset named 'kmnist'") as error:
+        data.register(other)
+    assert "choose another name, or pass replace=True" in str(error.value)
+    with pytest.raises(ConfigError, match="'mnist'"):
+        data.register(dataclasses.replace(KMNIST, name="mnist"))
+    assert data.register(other, replace=True) is data.spec("kmnist") is other
+
+
+def test_a_dataset_needs_one_mean_and_std_per_channel() -> None:
+    with pytest.raises(ConfigError, match="'bad' has 3 channels but 1 means and 1 standard"):
+        dataclasses.replace(TINY, name="bad", mean=(0.5,), std=(0.2,))
+
+
+def test_nothing_branches_on_a_dataset_name() -> None:
+    """Each built-in name appears once in the package's code: in its own object."""
+    source = "\n".join(p.read_text() for p in Path(data.__file__).parent.glob("*.py"))
+    for name in data.names():
+        assert source.count(f'"{name}"') == 1, name
+    assert re.search(r"\.name\s*(==|!=|\bin\b)", source) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Augmentation is the same as before datasets became objects, bit for bit.
+
+
+def reference_augment(x: torch.Tensor, spec: data.Dataset, gen: torch.Generator) -> torch.Tensor:
+    """``data.augment(x, spec, generator)`` as it was written before this refactor."""
+    if spec.crop:
+        n, c, h, w = x.shape
+        pad = data.CROP_PADDING
+        values = [-m / s for m, s in zip(spec.mean, spec.std, strict=True)]
+        black = torch.tensor(values, dtype=x.dtype, device=x.device)
+        padded = black.view(1, c, 1, 1).repeat(n, 1, h + 2 * pad, w + 2 * pad)
+        padded[:, :, pad : pad + h, pad : pad + w] = x
+        top = torch.randint(0, 2 * pad + 1, (n,), generator=gen, device=x.device)
+        left = torch.randint(0, 2 * pad + 1, (n,), generator=gen, device=x.device)
+        rows = (top.view(n, 1) + torch.arange(h, device=x.device)).view(n, 1, h, 1)
+        x = padded.gather(2, rows.expand(n, c, h, w + 2 * pad))
+        cols = (left.view(n, 1) + torch.arange(w, device=x.device)).view(n, 1, 1, w)
+        x = x.gather(3, cols.expand(n, c, h, w))
+    if spec.flip:
+        flip = torch.rand(x.shape[0], generator=gen, device=x.device) < 0.5
+        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+    return x
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist", "svhn", "cifar10", "cifar100"])
+def test_augment_is_bit_for_bit_what_it_was(name: str) -> None:
+    spec = data.spec(name)
+    assert spec.augments == (spec.crop or spec.flip)
+    x = torch.randn(64, *spec.input_shape, generator=generator(7))
+    for seed in (0, 1, 12345):
+        expected = reference_augment(x, spec, generator(seed))
+        assert torch.equal(spec.augment(x, generator(seed)), expected)
+        assert torch.equal(data.augment(x, spec, generator(seed)), expected)  # transitional
+    # Consecutive draws from one generator match too (the state advances the same way).
+    mine, theirs = generator(3), generator(3)
+    for _ in range(3):
+        assert torch.equal(spec.augment(x, mine), reference_augment(x, spec, theirs))
+    assert torch.equal(mine.get_state(), theirs.get_state())
