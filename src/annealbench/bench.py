@@ -244,9 +244,7 @@ def run_benchmark(
     if steps < 1 or repeats < 1 or batched_k < 0:
         raise ValueError("steps and repeats must be >= 1, batched_k >= 0")
     dev = resolve_device(device)
-    config = RunConfig(
-        dataset, model, "sig+", seed=0, batch_size=BATCH_SIZE, device=str(dev)
-    )
+    config = RunConfig(dataset, model, "sig+", seed=0, batch_size=BATCH_SIZE, device=str(dev))
     config.validate()
     group = batched_configs(config, batched_k) if batched_k else []
     if group:

@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import dataclasses
 import functools
+import math
 import os
 import signal
 import socket
@@ -188,6 +189,26 @@ def default_threads(workers: int) -> int:
     if os.environ.get("OMP_NUM_THREADS", "").isdigit():
         return max(1, int(os.environ["OMP_NUM_THREADS"]) // workers)
     return max(1, ((os.cpu_count() or 1) - 1) // workers)
+
+
+def auto_workers(device: str = "auto") -> int:
+    """Local workers for ``--workers auto``: one per idle core on the CPU, else one.
+
+    Idle cores are the cores less the 1-minute load average, rounded to the nearest
+    whole core, so a machine already busy with another job gets fewer workers, each of
+    one thread (a busy core made two-thread runs up to 20x slower, see
+    :func:`default_threads`). A GPU is one device: one worker drives it.
+    """
+    from annealbench.training.parts import resolve_device
+
+    if resolve_device(device).type != "cpu":
+        return 1
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not available on this platform
+        return 1
+    return max(1, min(cores, math.floor(cores - load + 0.5)))
 
 
 class InlineExecutor:
@@ -485,7 +506,7 @@ class RayExecutor:
 def make(
     name: str,
     *,
-    workers: int = 1,
+    workers: int | str = 1,
     threads: int | None = None,
     data_root: str | os.PathLike[str] | None = None,
     address: str | None = None,
@@ -497,8 +518,10 @@ def make(
 ) -> Any:
     """The executor called ``name`` ("local" or "ray")."""
     root = None if data_root is None else str(data_root)
-    if workers < 1:
-        raise ExecutorError(f"--workers must be at least 1, got {workers}")
+    if workers == "auto":
+        workers = auto_workers(device) if name == "local" else 1
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ExecutorError(f"--workers must be 'auto' or an integer >= 1, got {workers!r}")
     if gpu_fraction is not None and not 0 < gpu_fraction <= 1:
         raise ExecutorError(f"--gpu-fraction must be in (0, 1], got {gpu_fraction}")
     if name == "local":
@@ -512,4 +535,12 @@ def make(
     raise ExecutorError(f"unknown executor {name!r}; valid: {', '.join(EXECUTORS)}")
 
 
-__all__ = ["EXECUTORS", "ExecutorError", "environment", "execute", "execute_group", "make"]
+__all__ = [
+    "EXECUTORS",
+    "ExecutorError",
+    "auto_workers",
+    "environment",
+    "execute",
+    "execute_group",
+    "make",
+]

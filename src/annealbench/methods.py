@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from annealbench import schedules
+from annealbench.errors import MethodError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -62,10 +63,6 @@ OPTIMIZERS: dict[str, dict[str, float]] = {
 
 #: Optimizers whose fused (single-kernel) implementation PyTorch has on CPU and CUDA.
 _FUSED = ("sgd", "adam", "adamw")
-
-
-class MethodError(ValueError):
-    """An unknown or ill-formed method."""
 
 
 @dataclass(frozen=True)

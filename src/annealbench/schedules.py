@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from annealbench.errors import ScheduleError
+
 __all__ = [
     "Schedule",
     "ScheduleError",
@@ -59,10 +61,6 @@ WARMUP_LR = 0.01
 SIGMOID_KAPPA = 0.2
 
 ArrayLike = float | np.ndarray
-
-
-class ScheduleError(ValueError):
-    """A schedule was asked for with settings that would give a wrong or meaningless curve."""
 
 
 def _check_rate(name: str, value: float, *, allow_zero: bool = False) -> float:

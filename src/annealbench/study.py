@@ -500,7 +500,7 @@ def run_study(
     store_path: str | Path,
     *,
     executor: str = "local",
-    workers: int = 1,
+    workers: int | str = "auto",
     threads: int | None = None,
     data_root: str | Path | None = None,
     checkpoint_dir: str | Path | None = None,

@@ -23,6 +23,16 @@ def _split(value: str | None) -> tuple[str, ...] | None:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
+def _workers(value: str) -> int | str:
+    """``--workers``: ``auto`` or a whole number (checked by the executor)."""
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise fail(f"--workers must be 'auto' or a whole number, got {value!r}") from None
+
+
 @app.command("run")
 def run_command(
     preset: str | None = typer.Option(
@@ -54,8 +64,11 @@ def run_command(
         None, "--study", help="Study name in the store (default: the preset's name, or 'default')."
     ),
     executor: str = typer.Option("local", "--executor", help="local or ray"),
-    workers: int = typer.Option(
-        1, "--workers", help="Local worker processes (CPU threads split, or one GPU each)."
+    workers: str = typer.Option(
+        "auto",
+        "--workers",
+        help="Local worker processes: a number, or auto (one per idle CPU core, measured by "
+        "the load average, one thread each; one on a GPU).",
     ),
     threads: int | None = typer.Option(
         None, "--threads", help="CPU threads per local worker (default: (cores - 1) / workers)."
@@ -90,12 +103,8 @@ def run_command(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
 ) -> None:
     """Run a study grid (or a --preset), resuming whatever an earlier run left unfinished."""
-    from annealbench import data
     from annealbench import methods as methods_module
-    from annealbench.engine import ConfigError
-    from annealbench.executors import ExecutorError
-    from annealbench.store import StoreError
-    from annealbench.study import Study, StudyError, load_preset, paper_methods, resume_hint
+    from annealbench.study import Study, load_preset, paper_methods, resume_hint
     from annealbench.study import run_study as run
 
     options = {
@@ -141,15 +150,14 @@ def run_command(
         previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
             outcome = run(
-                grid, store, executor=executor, workers=workers, threads=threads,
+                grid, store, executor=executor, workers=_workers(workers), threads=threads,
                 data_root=data_root, checkpoint_dir=checkpoint_dir, address=address,
                 cpus_per_run=cpus_per_run, gpu_fraction=gpu_fraction, max_retries=max_retries,
                 progress=progress, batched=batched,
             )  # fmt: skip
         finally:
             signal.signal(signal.SIGTERM, previous)
-    except (StudyError, StoreError, ExecutorError, ConfigError, methods_module.MethodError,
-            data.DataError) as exc:  # fmt: skip
+    except ValueError as exc:  # a Study built from bad command-line values
         raise fail(str(exc)) from None
     counts = outcome.counts
     summary = ", ".join(
