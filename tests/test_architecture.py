@@ -253,3 +253,20 @@ def test_long_definitions_need_a_reason() -> None:
     ]
     nested = "class Outer:\n" + textwrap.indent(function("inner", MAX_FUNCTION_LINES), "    ")
     assert [name for _, name, _, _ in long_definitions(nested)] == ["Outer.inner"]
+
+
+def readme_layout() -> list[str]:
+    """The source paths named in the README's Architecture block (``name.py``, ``name/``)."""
+    readme = (SRC.parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Architecture", 1)[1]
+    block = section.split("```", 2)[1]
+    return re.findall(r"^([a-z_]+(?:\.py|/))", block, flags=re.M)
+
+
+def test_the_readme_architecture_names_the_tree_as_it_is() -> None:
+    named = set(readme_layout())
+    actual = {p.name for p in SRC.glob("*.py") if p.name != "__init__.py"}
+    actual |= {f"{p.name}/" for p in SRC.iterdir() if (p / "__init__.py").exists()}
+    actual |= {"reference/"} if (SRC / "reference").is_dir() else set()
+    assert named - actual == set(), f"README names what does not exist: {named - actual}"
+    assert actual - named == set(), f"README leaves out: {actual - named}"

@@ -40,7 +40,7 @@ from annealbench import data as data_mod
 from annealbench import methods as methods_mod
 from annealbench import models as models_mod
 from annealbench.training import loop as training
-from annealbench.training.config import RunConfig
+from annealbench.training.config import DEFAULT_BATCH_SIZE, RunConfig
 from annealbench.training.parts import resolve_device
 
 __all__ = [
@@ -67,7 +67,6 @@ REQUIRED_KEYS = (
     "batched_k",
 )
 
-BATCH_SIZE = 128
 REFERENCE_LR = 0.1  # the paper's lr_up; the rate does not change the speed
 WARMUP_STEPS = 5
 
@@ -185,7 +184,7 @@ def reference_throughput(
     root = Path(data_root).expanduser() if data_root is not None else data_mod.default_root()
     spec = data_mod.spec(dataset)
     loader = DataLoader(
-        _torchvision_dataset(spec, root), batch_size=BATCH_SIZE, shuffle=True, num_workers=0
+        _torchvision_dataset(spec, root), batch_size=DEFAULT_BATCH_SIZE, shuffle=True, num_workers=0
     )
     net = models_mod.build(model, spec.input_shape, spec.num_classes).to(device)
     optimizer = torch.optim.SGD(
@@ -224,6 +223,38 @@ def reference_throughput(
     return samples / (time.perf_counter() - start)
 
 
+def _round(
+    config: RunConfig,
+    group: list[RunConfig],
+    steps: int,
+    flops: FlopCount,
+    data_root: str | Path | None,
+    say: Callable[[str], None],
+) -> dict[str, float]:
+    """One round of every figure, and the ratios within it (side by side, same load)."""
+    dev = resolve_device(config.device)
+    figures: dict[str, float] = {}
+    say("matmul peak")
+    figures["peak_gflops"] = matmul_peak_gflops(dev)
+    say(f"engine, {steps} steps")
+    figures["engine_samples_per_s"] = engine_throughput(config, steps, data_root=data_root)
+    if group:
+        say(f"{len(group)} runs batched, {steps} steps")
+        figures["batched_samples_per_s"] = batched_throughput(group, steps, data_root=data_root)
+    say(f"reference loop, {steps} steps")
+    figures["reference_samples_per_s"] = reference_throughput(
+        config.model, config.dataset, steps, device=dev, data_root=data_root
+    )
+    figures["speedup"] = figures["engine_samples_per_s"] / figures["reference_samples_per_s"]
+    for name in ("engine", "batched"):
+        if f"{name}_samples_per_s" in figures:
+            gflops = figures[f"{name}_samples_per_s"] * flops.train / 1e9
+            figures[f"{name}_fraction_of_peak".removeprefix("engine_")] = (
+                gflops / figures["peak_gflops"]
+            )
+    return figures
+
+
 def run_benchmark(
     *,
     model: str = "nn2",
@@ -244,39 +275,23 @@ def run_benchmark(
     if steps < 1 or repeats < 1 or batched_k < 0:
         raise ValueError("steps and repeats must be >= 1, batched_k >= 0")
     dev = resolve_device(device)
-    config = RunConfig(dataset, model, "sig+", seed=0, batch_size=BATCH_SIZE, device=str(dev))
+    config = RunConfig(
+        dataset, model, "sig+", seed=0, batch_size=DEFAULT_BATCH_SIZE, device=str(dev)
+    )
     config.validate()
     group = batched_configs(config, batched_k) if batched_k else []
     if group:
-        from annealbench.batched import check_batchable
+        from annealbench.training.batched import check_batchable
 
         check_batchable(group)
     flops = count_flops(model, dataset)
     say = progress or (lambda _message: None)
-    rounds: list[dict[str, float]] = []
-    for index in range(repeats):
-        figures: dict[str, float] = {}
-        say(f"round {index + 1}/{repeats}: matmul peak")
-        figures["peak_gflops"] = matmul_peak_gflops(dev)
-        say(f"round {index + 1}/{repeats}: engine, {steps} steps")
-        figures["engine_samples_per_s"] = engine_throughput(config, steps, data_root=data_root)
-        if group:
-            say(f"round {index + 1}/{repeats}: {batched_k} runs batched, {steps} steps")
-            figures["batched_samples_per_s"] = batched_throughput(group, steps, data_root=data_root)
-        say(f"round {index + 1}/{repeats}: reference loop, {steps} steps")
-        figures["reference_samples_per_s"] = reference_throughput(
-            model, dataset, steps, device=dev, data_root=data_root
+    rounds = [
+        _round(
+            config, group, steps, flops, data_root, lambda m, i=i: say(f"round {i}/{repeats}: {m}")
         )
-        # The same ratios within the round: side by side under the same load.
-        figures["speedup"] = figures["engine_samples_per_s"] / figures["reference_samples_per_s"]
-        figures["fraction_of_peak"] = (
-            figures["engine_samples_per_s"] * flops.train / 1e9 / figures["peak_gflops"]
-        )
-        if group:
-            figures["batched_fraction_of_peak"] = (
-                figures["batched_samples_per_s"] * flops.train / 1e9 / figures["peak_gflops"]
-            )
-        rounds.append(figures)
+        for i in range(1, repeats + 1)
+    ]
 
     def best(key: str) -> float:
         values = [r[key] for r in rounds if key in r]
@@ -292,7 +307,7 @@ def run_benchmark(
         "model": model,
         "dataset": dataset,
         "steps": steps,
-        "batch_size": BATCH_SIZE,
+        "batch_size": DEFAULT_BATCH_SIZE,
         "repeats": repeats,
         "device": str(dev),
         "device_name": _device_name(dev),
