@@ -10,6 +10,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from annealbench.store import (
     StoreError,
     Worker,
 )
+from annealbench.training.config import RunConfig, run_key
 
 SETTINGS = {
     "datasets": ["fashion-mnist"],
@@ -154,20 +156,28 @@ def test_claims_hand_out_each_run_once_in_order(store: Store) -> None:
     assert store.claim_next(study) is None  # all running, held by this live process
 
 
+def claim_group(store: Store, study: int, limit: int, take=None) -> list:
+    """The driver's two steps: read a group's candidates, decide how many, claim them."""
+    pending = store.pending_group(study, limit)
+    count = len(pending) if take is None else take([p.config for p in pending])
+    return store.claim_runs(study, [p.run_id for p in pending[:count]])
+
+
 def test_a_group_claims_pending_runs_of_one_dataset_and_model_at_once(store: Store) -> None:
     study = store.ensure_study("s", SETTINGS)
     lenet = [{**c, "model": "lenet4"} for c in configs(seeds=(0,))]
     store.add_runs(study, configs(seeds=(0,)) + lenet + configs(seeds=(1,)))  # nn2, lenet4, nn2
     first = store.claim_next(study)  # nn2 seed 0 sig+ alone
-    group = store.claim_many(study, limit=12)
+    group = claim_group(store, study, limit=12)
     # The first pending run's row (nn2), in run order, skipping the lenet4 runs between.
     assert [(c.config["model"], c.config["method"], c.config["seed"]) for c in group] == [
         ("nn2", "str+", 0), ("nn2", "sig+", 1), ("nn2", "str+", 1)
     ]  # fmt: skip
     assert first.run_id not in {c.run_id for c in group}
     assert [c.attempts for c in group] == [1, 1, 1]
+    assert len({c.token for c in group}) == 1  # claimed together, in one transaction
     seen: list[list[dict]] = []
-    prefix = store.claim_many(study, limit=12, take=lambda cs: seen.append(cs) or 1)
+    prefix = claim_group(store, study, limit=12, take=lambda cs: seen.append(cs) or 1)
     assert [c["model"] for c in seen[0]] == ["lenet4", "lenet4"]  # the candidates
     assert len(prefix) == 1  # take chose one; the other lenet4 run stays pending
     for claim in group:  # each run of a group is finished or released on its own
@@ -177,12 +187,94 @@ def test_a_group_claims_pending_runs_of_one_dataset_and_model_at_once(store: Sto
     status = store.runs_frame().set_index("run_id")["status"]
     assert status[group[0].run_id] == "done" and status[group[1].run_id] == "pending"
     assert status[group[2].run_id] == "running"
-    left = store.claim_many(study, limit=12)  # the lenet4 run left pending: the lowest id
+    left = claim_group(store, study, limit=12)  # the lenet4 run left pending: the lowest id
     assert [(c.config["model"], c.attempts) for c in left] == [("lenet4", 1)]
-    again = store.claim_many(study, limit=12)  # then the released nn2 run, alone in its row
+    again = claim_group(store, study, limit=12)  # then the released nn2 run, alone in its row
     assert [(c.run_id, c.attempts) for c in again] == [(group[1].run_id, 2)]
+    assert store.pending_group(study, limit=12) == [] and claim_group(store, study, 12) == []
     with pytest.raises(ValueError, match="limit must be at least 1"):
-        store.claim_many(study, limit=0)
+        store.pending_group(study, limit=0)
+
+
+def test_the_group_size_is_decided_with_no_write_lock_held(store: Store) -> None:
+    """Between the two steps another connection can write: nothing slow locks the store."""
+    study = store.ensure_study("s", SETTINGS)
+    store.add_runs(study, configs())
+    pending = store.pending_group(study, limit=12)
+    assert [p.config["method"] for p in pending] == ["sig+", "str+", "sig+", "str+"]
+    assert [p.run_key for p in pending] == [run_key(c) for c in configs()]
+    assert not store._conn.in_transaction
+    other = sqlite3.connect(store.path, timeout=0, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # would raise 'database is locked' if a writer held it
+    other.execute("ROLLBACK")
+    other.close()
+    claims = store.claim_runs(study, [p.run_id for p in pending[:2]])
+    assert [c.run_id for c in claims] == [p.run_id for p in pending[:2]]
+    assert [c.config for c in claims] == [p.config for p in pending[:2]]
+    assert not store._conn.in_transaction
+
+
+def test_runs_taken_between_the_two_steps_are_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "results.sqlite"
+    with Store(path) as mine, Store(path) as theirs:
+        study = mine.ensure_study("s", SETTINGS)
+        mine.add_runs(study, configs())
+        pending = mine.pending_group(study, limit=12)
+        assert [p.run_id for p in theirs.pending_group(study, limit=12)] == [1, 2, 3, 4]
+        taken = theirs.claim_runs(study, [pending[1].run_id])  # the other process is quicker
+        got = mine.claim_runs(study, [4, 3, 2, 1])  # in the given order, run 2 left out
+        assert [c.run_id for c in got] == [4, 3, 1]
+        assert mine.claim_runs(study, [p.run_id for p in pending]) == []  # all taken now
+        assert {c.token for c in got}.isdisjoint({c.token for c in taken})
+        assert theirs.pending_group(study, limit=12) == []
+        assert mine.claim_next(study) is None
+
+
+def _claim_racing(path: Path, run_ids: list[int], start: threading.Barrier, out: list) -> None:
+    """One thread with its own connection: claim ``run_ids`` once all threads are ready."""
+    try:
+        with Store(path) as s:
+            start.wait()
+            out.extend(c.run_id for c in s.claim_runs(1, run_ids))
+    except BaseException as exc:  # reported by the test, not lost in the thread
+        out.append(exc)
+
+
+def test_two_threads_cannot_claim_the_same_run(tmp_path: Path) -> None:
+    path = tmp_path / "results.sqlite"
+    with Store(path) as s:
+        s.add_runs(s.ensure_study("s", SETTINGS), configs(methods=[f"m{i}" for i in range(20)]))
+        run_ids = [p.run_id for p in s.pending_group(1, limit=40)]
+    assert len(run_ids) == 40
+    start, got = threading.Barrier(4), [[], [], [], []]
+    threads = [
+        threading.Thread(target=_claim_racing, args=(path, run_ids[::step], start, out))
+        for step, out in zip((1, -1, 2, 3), got, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    flat = [run_id for out in got for run_id in out]
+    assert all(isinstance(run_id, int) for run_id in flat), flat
+    assert sorted(flat) == run_ids  # every run claimed exactly once, whoever won it
+    with Store(path, readonly=True) as s:
+        assert set(s.runs_frame()["status"]) == {"running"}
+        assert set(s.runs_frame()["attempts"]) == {1}
+
+
+def test_a_run_config_and_its_dict_are_one_run(store: Store) -> None:
+    """One identity: a RunConfig and its dict key alike, whatever device either names."""
+    config = RunConfig("fashion-mnist", "nn2", "sig+", seed=3, epochs=2, device="cpu")
+    as_dict = {**config.to_dict(), "device": "cuda:1"}
+    assert run_key(config) == run_key(as_dict) == config.key()
+    study = store.ensure_study("s", SETTINGS)
+    assert store.add_runs(study, [config]) == 1
+    assert store.add_runs(study, [as_dict]) == 0  # the same run, not a second one
+    run_id = store.add_result(study, as_dict, "done", [record(1)])
+    runs = store.runs_frame("s")
+    assert list(runs["run_id"]) == [run_id] and list(runs["run_key"]) == [config.key()]
+    assert list(runs["status"]) == ["done"]
 
 
 def _claim_all(path: str, start: Any, out: multiprocessing.Queue) -> None:

@@ -1,0 +1,115 @@
+"""Reading a store: study names and settings, and runs, epochs and status as DataFrames.
+
+Nothing here writes, so every method works on a store opened with ``readonly=True``;
+pandas is imported only when a frame is asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import TYPE_CHECKING, Any
+
+from annealbench.errors import StoreError
+from annealbench.store.queue import DEFAULT_LEASE_S, stale_runs
+from annealbench.store.schema import EPOCH_FIELDS, STATUSES, StoreFile
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+__all__ = ["StoreReaders"]
+
+
+class StoreReaders(StoreFile):
+    """The reading half of :class:`annealbench.store.Store`."""
+
+    def study_id(self, name: str) -> int:
+        row = self._conn.execute("SELECT study_id FROM study WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise StoreError(
+                f"no study {name!r} in {self.path}; studies there: {self.study_names() or 'none'}"
+            )
+        return int(row[0])
+
+    def study_names(self) -> list[str]:
+        return [r[0] for r in self._conn.execute("SELECT name FROM study ORDER BY study_id")]
+
+    def study_settings(self, name: str) -> dict[str, Any]:
+        row = self._conn.execute("SELECT settings FROM study WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise StoreError(f"no study {name!r} in {self.path}")
+        return json.loads(row[0])
+
+    def orphaned_runs(
+        self, study: str | None = None, lease_s: float = DEFAULT_LEASE_S
+    ) -> list[int]:
+        """Runs marked running whose process is gone: the next claim hands them out."""
+        if study is None:
+            return stale_runs(self._conn, "1", (), lease_s)
+        return stale_runs(self._conn, "name = ?", (study,), lease_s)
+
+    def _frame(self, sql: str, study: str | None) -> pd.DataFrame:
+        import pandas as pd  # here, so workers that only train never import it
+
+        where = "" if study is None else "WHERE s.name = ?"
+        params = () if study is None else (study,)
+        try:
+            return pd.read_sql_query(sql.format(where=where), self._conn, params=params)
+        except (sqlite3.Error, pd.errors.DatabaseError) as exc:
+            raise StoreError(f"cannot read results store {self.path}: {exc}") from exc
+
+    def runs_frame(self, study: str | None = None) -> pd.DataFrame:
+        """One row per run: run_id, study, dataset, model, method, seed, epochs, status, error,
+        plus run_key, batch_size, subset, step_per, attempts, epochs_done, config, environment
+        and timestamps."""
+        return self._frame(
+            """
+            SELECT r.run_id, s.name AS study, r.dataset, r.model, r.method, r.seed, r.epochs,
+                   r.status, r.error, r.run_key,
+                   json_extract(r.config, '$.batch_size') AS batch_size,
+                   json_extract(r.config, '$.subset') AS subset,
+                   json_extract(r.config, '$.step_per') AS step_per,
+                   r.attempts,
+                   (SELECT count(*) FROM epoch e WHERE e.run_id = r.run_id) AS epochs_done,
+                   r.config, r.environment, r.created_at, r.started_at, r.finished_at
+            FROM run r JOIN study s USING (study_id) {where}
+            ORDER BY r.run_id
+            """,
+            study,
+        )
+
+    def epochs_frame(self, study: str | None = None) -> pd.DataFrame:
+        """One row per stored epoch: run_id, study, dataset, model, method, seed, epoch, lr,
+        train_loss, train_acc, test_loss, test_acc, wall_time and the run's status.
+        Non-finite metrics (a diverged epoch) read as NaN."""
+        frame = self._frame(
+            """
+            SELECT e.run_id, s.name AS study, r.dataset, r.model, r.method, r.seed, e.epoch,
+                   e.lr, e.train_loss, e.train_acc, e.test_loss, e.test_acc, e.wall_time,
+                   r.status
+            FROM epoch e JOIN run r USING (run_id) JOIN study s USING (study_id) {where}
+            ORDER BY e.run_id, e.epoch
+            """,
+            study,
+        )
+        for name in EPOCH_FIELDS:
+            frame[name] = frame[name].astype("float64")
+        return frame
+
+    def status_frame(self, study: str | None = None) -> pd.DataFrame:
+        """Run counts per study, dataset and model: total, done, running, diverged, failed and
+        remaining (pending or running)."""
+        import pandas as pd
+
+        runs = self.runs_frame(study)
+        columns = ["study", "dataset", "model"]
+        numbers = ["total", "done", "running", "diverged", "failed", "remaining"]
+        if runs.empty:
+            return pd.DataFrame(columns=[*columns, *numbers])
+        counts = pd.crosstab([runs[c] for c in columns], runs["status"])
+        counts = counts.reindex(columns=list(STATUSES), fill_value=0)
+        counts.insert(0, "total", counts.sum(axis=1))
+        counts["remaining"] = counts["pending"] + counts["running"]
+        counts = counts[numbers].reset_index()
+        counts.columns.name = None
+        return counts
