@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,8 @@ def test_default_threads_leave_a_core_free_and_follow_omp(monkeypatch: pytest.Mo
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"name": "local", "workers": 0}, "--workers must be at least 1"),
+        ({"name": "local", "workers": 0}, "--workers must be 'auto' or an integer >= 1"),
+        ({"name": "local", "workers": "many"}, "--workers must be 'auto' or an integer >= 1"),
         ({"name": "ray", "gpu_fraction": 1.5}, "--gpu-fraction must be in"),
         ({"name": "local", "address": "auto"}, "apply to --executor ray only"),
         ({"name": "dask"}, "unknown executor 'dask'; valid: local, ray"),
@@ -41,17 +43,18 @@ def test_bad_executor_options(kwargs: dict, message: str) -> None:
 def test_execute_trains_and_reports_every_epoch(tmp_path: Path) -> None:
     seen: list[dict] = []
     outcome = execute(CONFIG, tmp_path / "run.pt", on_epoch=seen.append)
-    assert outcome["status"] == "done" and outcome["error"] is None
-    assert [r["epoch"] for r in seen] == [1, 2] and outcome["epochs"] == seen
-    assert outcome["environment"]["device"] == "cpu"
+    assert outcome.status == "done" and outcome.error is None
+    assert [r["epoch"] for r in seen] == [1, 2]
+    assert [dataclasses.asdict(r) for r in outcome.epochs] == seen
+    assert outcome.environment["device"] == "cpu"
     again = execute(CONFIG, tmp_path / "run.pt")  # from the finished checkpoint: no training
-    assert again["epochs"] == seen
+    assert again.epochs == outcome.epochs
 
 
 def test_a_runs_own_error_is_a_failed_outcome(tmp_path: Path) -> None:
     outcome = execute({**CONFIG, "epochs": 0}, tmp_path / "run.pt")
-    assert outcome["status"] == "failed" and outcome["error_type"] == "ConfigError"
-    assert "epochs must be an integer >= 1" in outcome["error"]
+    assert outcome.status == "failed" and outcome.study_wide  # a ConfigError: all runs share it
+    assert "epochs must be an integer >= 1" in outcome.error
 
 
 def test_an_error_storing_an_epoch_is_not_the_runs_failure(tmp_path: Path) -> None:
@@ -61,3 +64,13 @@ def test_an_error_storing_an_epoch_is_not_the_runs_failure(tmp_path: Path) -> No
     with pytest.raises(StoreError, match="disk is full"):
         execute(CONFIG, tmp_path / "run.pt", on_epoch=disk_full)
     assert (tmp_path / "run.pt").exists()  # epoch 1's checkpoint: the rerun continues there
+
+
+def test_auto_workers_leave_busy_cores_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(executors.os, "cpu_count", lambda: 2)
+    for load, expected in ((0.1, 2), (0.6, 1), (1.2, 1), (7.0, 1)):
+        monkeypatch.setattr(executors.os, "getloadavg", lambda load=load: (load, 0.0, 0.0))
+        assert executors.auto_workers("cpu") == expected
+    monkeypatch.setattr(executors.os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(executors.os, "getloadavg", lambda: (3.4, 0.0, 0.0))
+    assert executors.auto_workers("cpu") == 13
