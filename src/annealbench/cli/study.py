@@ -6,12 +6,16 @@ from __future__ import annotations
 import dataclasses
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from annealbench.cli.app import app, fail
 from annealbench.study import DEFAULT_TRIALS
 from annealbench.training.config import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS
+
+if TYPE_CHECKING:
+    from annealbench.study import Study, StudyOutcome
 
 DEFAULT_STORE = Path("annealbench.sqlite")
 
@@ -103,62 +107,93 @@ def run_command(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
 ) -> None:
     """Run a study grid (or a --preset), resuming whatever an earlier run left unfinished."""
+    grid = {"preset": preset, "study": study, "datasets": datasets, "models": models,
+            "methods": methods, "trials": trials, "methods_file": methods_file}  # fmt: skip
+    options = {"epochs": epochs, "batch_size": batch_size, "subset": subset,
+               "step_per": step_per, "device": device}  # fmt: skip
+    run_options = {"executor": executor, "workers": workers, "threads": threads,
+                   "data_root": data_root, "checkpoint_dir": checkpoint_dir,
+                   "address": address, "cpus_per_run": cpus_per_run,
+                   "gpu_fraction": gpu_fraction, "max_retries": max_retries,
+                   "progress": progress, "batched": batched}  # fmt: skip
+    _run_study_from_options(store, grid, options, run_options)
+
+
+def _study_from_options(
+    preset: str | None,
+    study: str | None,
+    datasets: str | None,
+    models: str | None,
+    methods: str | None,
+    trials: int | None,
+    methods_file: Path | None,
+    options: dict[str, Any],
+) -> Study:
+    """The Study that ``annealbench run``'s options ask for (a preset, overridden, or a grid);
+    loads ``methods_file`` first. A bad value raises ValueError."""
     from annealbench import methods as methods_module
-    from annealbench.study import Study, load_preset, paper_methods, resume_hint
+    from annealbench.study import Study, load_preset, paper_methods
+
+    if methods_file is not None:
+        methods_module.load_file(methods_file)
+    if preset is not None:
+        grid = load_preset(
+            preset, datasets=_split(datasets), models=_split(models),
+            methods=_split(methods), trials=trials, **options,
+        )  # fmt: skip
+        if study is not None:
+            grid = dataclasses.replace(grid, name=study)
+        return grid
+    if datasets is None or models is None:
+        raise fail(
+            "give --datasets and --models (comma lists), or --preset NAME "
+            "(see `annealbench presets`)"
+        )
+    return Study(
+        name=study or "default",
+        datasets=_split(datasets) or (),
+        models=_split(models) or (),
+        methods=_split(methods) if methods is not None else paper_methods(),
+        trials=DEFAULT_TRIALS if trials is None else trials,
+        options={
+            "epochs": DEFAULT_EPOCHS,
+            **{k: v for k, v in options.items() if v is not None},
+        },
+    )
+
+
+def _run_study_from_options(
+    store: Path, grid: dict[str, Any], options: dict[str, Any], run_options: dict[str, Any]
+) -> None:
+    """``annealbench run``'s logic: build the Study from the command's ``grid`` options and
+    ``options`` (the study's run options), run it with ``run_options`` (how to run it), print
+    the outcome; exits non-zero when interrupted or when runs failed."""
     from annealbench.study import run_study as run
 
-    options = {
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "subset": subset,
-        "step_per": step_per,
-        "device": device,
-    }
     try:
-        if methods_file is not None:
-            methods_module.load_file(methods_file)
-        if preset is not None:
-            grid = load_preset(
-                preset, datasets=_split(datasets), models=_split(models),
-                methods=_split(methods), trials=trials, **options,
-            )  # fmt: skip
-            if study is not None:
-                grid = dataclasses.replace(grid, name=study)
-        else:
-            if datasets is None or models is None:
-                raise fail(
-                    "give --datasets and --models (comma lists), or --preset NAME "
-                    "(see `annealbench presets`)"
-                )
-            grid = Study(
-                name=study or "default",
-                datasets=_split(datasets) or (),
-                models=_split(models) or (),
-                methods=_split(methods) if methods is not None else paper_methods(),
-                trials=DEFAULT_TRIALS if trials is None else trials,
-                options={
-                    "epochs": DEFAULT_EPOCHS,
-                    **{k: v for k, v in options.items() if v is not None},
-                },
-            )
+        study = _study_from_options(**grid, options=options)
         print(
-            f"study {grid.name!r}: {grid.n_runs} runs "
-            f"({len(grid.datasets)} datasets x {len(grid.models)} models x "
-            f"{len(grid.methods)} methods x {grid.trials} trials) -> {store}"
+            f"study {study.name!r}: {study.n_runs} runs "
+            f"({len(study.datasets)} datasets x {len(study.models)} models x "
+            f"{len(study.methods)} methods x {study.trials} trials) -> {store}"
         )
         # A scheduler's SIGTERM stops the study as cleanly as Ctrl-C.
         previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
-            outcome = run(
-                grid, store, executor=executor, workers=_workers(workers), threads=threads,
-                data_root=data_root, checkpoint_dir=checkpoint_dir, address=address,
-                cpus_per_run=cpus_per_run, gpu_fraction=gpu_fraction, max_retries=max_retries,
-                progress=progress, batched=batched,
-            )  # fmt: skip
+            how = {**run_options, "workers": _workers(run_options["workers"])}
+            outcome = run(study, store, **how)
         finally:
             signal.signal(signal.SIGTERM, previous)
     except ValueError as exc:  # a Study built from bad command-line values
         raise fail(str(exc)) from None
+    _print_outcome(outcome, store)
+
+
+def _print_outcome(outcome: StudyOutcome, store: Path) -> None:
+    """Print the run's summary and what to do next; exit 130 when interrupted, 2 on a fatal
+    error and 1 when runs failed."""
+    from annealbench.study import resume_hint
+
     counts = outcome.counts
     summary = ", ".join(
         f"{counts.get(s, 0)} {s}" for s in ("done", "diverged", "failed", "running", "pending")

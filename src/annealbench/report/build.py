@@ -7,6 +7,7 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -14,6 +15,9 @@ from annealbench.errors import ReportError
 from annealbench.report import figures, stats, tables
 from annealbench.report.html import Page
 from annealbench.report.paper import CITATION, dataset_label, order_datasets
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 RUN_COLUMNS = ["run_id", "dataset", "model", "method", "seed", "status"]
 EPOCH_COLUMNS = ["run_id", "epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc"]
@@ -212,50 +216,78 @@ def write_report(
 
 
 def _write_all(analysis: Analysis, folder: Path, source: str, schedule_epochs: int) -> ReportFiles:
-    figure_folder = folder / "figures"
-    figure_folder.mkdir(exist_ok=True)
-    written: list[Path] = []
-    summary = analysis.summary
-
-    _write_csv(folder / "summary.csv", summary[SUMMARY_COLUMNS], written)
-    _write_csv(folder / "epochs.csv", analysis.epochs, written)
-    _write_csv(folder / "scores.csv", analysis.scores, written)
-    _write_csv(folder / "paired_tests.csv", analysis.tests, written)
-    _write_csv(folder / "ranks.csv", analysis.ranks, written)
-    _write_csv(folder / "missing.csv", analysis.missing, written)
-
-    title = "annealbench report" + (f": {source}" if source else "")
-    page = Page(title)
-    markdown = [f"# {title}", "", _counts_line(analysis), ""]
-    latex = [f"% {title}", "% needs \\usepackage{booktabs}", ""]
-
-    page.paragraph(
-        f"{_counts_line(analysis)}. Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. "
-        f"Published numbers: {CITATION}"
-    )
-    if not analysis.missing.empty:
-        n_missing = int(analysis.missing["missing"].sum())
-        page.raw(
-            f'<p class="note">This study is not finished: runs not done yet: {n_missing} '
-            '(see <a href="#missing">missing runs</a>); every number below uses the finished '
-            "runs only.</p>"
-        )
-    page.heading("Definitions")
-    page.definitions(DEFINITIONS)
-    markdown += ["## Definitions", ""] + [f"- **{t}**: {d}" for t, d in DEFINITIONS] + [""]
-
+    writer = _ReportWriter(analysis, folder, source)
+    writer.write_csvs()
+    writer.front_matter()
     for dataset in analysis.datasets:
+        writer.dataset_section(dataset)
+    writer.ranks_section()
+    writer.schedules_section(schedule_epochs)
+    writer.closing_sections()
+    return writer.finish()
+
+
+class _ReportWriter:
+    """Builds the HTML page, the markdown and the LaTeX lists of the report section by section
+    and records every file it writes."""
+
+    def __init__(self, analysis: Analysis, folder: Path, source: str) -> None:
+        self.analysis = analysis
+        self.summary = analysis.summary
+        self.folder = folder
+        self.figure_folder = folder / "figures"
+        self.figure_folder.mkdir(exist_ok=True)
+        self.written: list[Path] = []
+        self.title = "annealbench report" + (f": {source}" if source else "")
+        self.page = Page(self.title)
+        self.markdown: list[str] = [f"# {self.title}", "", _counts_line(analysis), ""]
+        self.latex: list[str] = [f"% {self.title}", "% needs \\usepackage{booktabs}", ""]
+
+    def write_csvs(self) -> None:
+        analysis, folder = self.analysis, self.folder
+        _write_csv(folder / "summary.csv", self.summary[SUMMARY_COLUMNS], self.written)
+        _write_csv(folder / "epochs.csv", analysis.epochs, self.written)
+        _write_csv(folder / "scores.csv", analysis.scores, self.written)
+        _write_csv(folder / "paired_tests.csv", analysis.tests, self.written)
+        _write_csv(folder / "ranks.csv", analysis.ranks, self.written)
+        _write_csv(folder / "missing.csv", analysis.missing, self.written)
+
+    def front_matter(self) -> None:
+        page, analysis = self.page, self.analysis
+        page.paragraph(
+            f"{_counts_line(analysis)}. Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. "
+            f"Published numbers: {CITATION}"
+        )
+        if not analysis.missing.empty:
+            n_missing = int(analysis.missing["missing"].sum())
+            page.raw(
+                f'<p class="note">This study is not finished: runs not done yet: {n_missing} '
+                '(see <a href="#missing">missing runs</a>); every number below uses the finished '
+                "runs only.</p>"
+            )
+        page.heading("Definitions")
+        page.definitions(DEFINITIONS)
+        self.markdown += ["## Definitions", ""] + [f"- **{t}**: {d}" for t, d in DEFINITIONS]
+        self.markdown += [""]
+
+    def dataset_section(self, dataset: str) -> None:
         label = dataset_label(dataset)
         anchor = "ds-" + "".join(ch for ch in dataset if ch.isalnum())
-        caption = tables.dataset_caption(dataset, summary)
-        page.heading(label, anchor=anchor)
-        markdown += [f"## {label}", ""]
+        self.page.heading(label, anchor=anchor)
+        self.markdown += [f"## {label}", ""]
+        self.paper_layout(dataset, anchor)
+        self.side_by_side(dataset, label, anchor)
+        self.paired_tests(dataset)
+        self.dataset_figures(dataset, label, anchor)
 
+    def paper_layout(self, dataset: str, anchor: str) -> None:
+        page, summary = self.page, self.summary
+        caption = tables.dataset_caption(dataset, summary)
         page.heading("Accuracy in the paper's layout", level=3)
         page.paragraph(caption, "small")
         page.raw(tables.to_html(tables.paper_layout(summary, dataset, tables.HTML), escape=False))
         page.paragraph(tables.LEGEND.replace("`", ""), "legend")
-        markdown += [
+        self.markdown += [
             caption,
             "",
             tables.paper_markdown(tables.paper_layout(summary, dataset, tables.MARKDOWN)),
@@ -263,7 +295,7 @@ def _write_all(analysis: Analysis, folder: Path, source: str, schedule_epochs: i
             tables.LEGEND,
             "",
         ]
-        latex.append(
+        self.latex.append(
             tables.to_latex(
                 tables.paper_layout(summary, dataset, tables.LATEX),
                 caption=caption + " " + tables.LEGEND.replace("`", ""),
@@ -271,138 +303,164 @@ def _write_all(analysis: Analysis, folder: Path, source: str, schedule_epochs: i
             )
         )
 
-        compare = tables.side_by_side(summary, dataset)
+    def side_by_side(self, dataset: str, label: str, anchor: str) -> None:
+        page = self.page
+        compare = tables.side_by_side(self.summary, dataset)
         page.heading("Ours next to the paper's", level=3)
         if compare.empty:
             page.paragraph("The paper reports no cell of this dataset that this store finished.")
-        else:
-            page.paragraph(
-                "Δ = ours - paper's, in accuracy points. The paper ran 10 trials of 100 epochs "
-                "per cell; compare trials and epochs before reading the differences.",
-                "small",
+            return
+        page.paragraph(
+            "Δ = ours - paper's, in accuracy points. The paper ran 10 trials of 100 epochs "
+            "per cell; compare trials and epochs before reading the differences.",
+            "small",
+        )
+        page.raw(tables.to_html(compare, index=False))
+        self.markdown += [
+            "### Ours next to the paper's",
+            "",
+            tables.to_markdown(compare, False),
+            "",
+        ]
+        self.latex.append(
+            tables.to_latex(
+                compare.rename(columns=lambda c: c.replace("Δ", "diff")),
+                caption=f"{label}: our accuracy next to the paper's ({CITATION})",
+                label=f"tab:{anchor}-paper",
+                index=False,
+                escape=True,
             )
-            page.raw(tables.to_html(compare, index=False))
-            markdown += ["### Ours next to the paper's", "", tables.to_markdown(compare, False), ""]
-            latex.append(
-                tables.to_latex(
-                    compare.rename(columns=lambda c: c.replace("Δ", "diff")),
-                    caption=f"{label}: our accuracy next to the paper's ({CITATION})",
-                    label=f"tab:{anchor}-paper",
-                    index=False,
-                    escape=True,
-                )
-            )
+        )
 
-        mine = analysis.tests[analysis.tests["dataset"] == dataset]
+    def paired_tests(self, dataset: str) -> None:
+        tests = self.analysis.tests
+        mine = tests[tests["dataset"] == dataset]
         best_refs = set(mine.loc[mine["against"] == "best", "reference"])
         for against, heading in (("best", "the row's best method"), ("sig+", "sig+")):
-            html_matrix = tables.tests_matrix(analysis.tests, dataset, against, tables.HTML)
+            html_matrix = tables.tests_matrix(tests, dataset, against, tables.HTML)
             if html_matrix.empty:
                 continue
             if against == "sig+" and best_refs == {"sig+"}:
                 line = "sig+ is the best method of every row: its tests are the ones above."
-                page.paragraph(line, "small")
-                markdown += [line, ""]
+                self.page.paragraph(line, "small")
+                self.markdown += [line, ""]
                 continue
-            text = (
-                f"Paired tests against {heading}: mean difference (method - reference) over "
-                "paired trials and Holm-adjusted p; bold = significant at 0.05; n = pairs when "
-                "too few to test."
-            )
-            page.heading(f"Paired tests against {heading}", level=3)
-            page.paragraph(text, "small")
-            page.raw(tables.to_html(html_matrix, escape=False))
-            md_matrix = tables.tests_matrix(analysis.tests, dataset, against, tables.MARKDOWN)
-            markdown += [f"### Paired tests against {heading}", "", text, ""]
-            markdown += [tables.to_markdown(md_matrix), ""]
-            weak = stats.unreachable_families(analysis.tests)
-            weak = weak[(weak["dataset"] == dataset) & (weak["against"] == against)]
-            if not weak.empty:
-                worst = weak.iloc[0]
-                note = (
-                    f"Too few trials for a Wilcoxon comparison to be significant in {len(weak)} "
-                    f"row(s): with {int(worst['pairs'])} pairs its smallest p is "
-                    f"{worst['smallest_p']:.3g}, and Holm over {int(worst['comparisons'])} such "
-                    f"comparisons needs p < {stats.ALPHA / worst['comparisons']:.3g}; "
-                    "run more seeds."
-                )
-                page.paragraph(note, "note")
-                markdown += [note, ""]
+            self.tests_against(dataset, against, heading, html_matrix)
 
-        done = analysis.done_epochs
-        if (done["dataset"] == dataset).any():
-            png = figures.save(
-                figures.accuracy_figure(done, dataset), figure_folder, f"accuracy_{anchor[3:]}"
-            )
-            written += png[:2]
-            page.figure(
-                png[2],
-                f"{label} accuracy over epochs",
-                f"{label}: test accuracy over epochs, mean over finished trials with a band of "
-                "one standard deviation; top: decay methods (Figures 2/4 of the paper), "
-                "then warmup methods (Figures 3/5), then other methods of the study.",
-            )
-            if done.loc[done["dataset"] == dataset, "lr"].notna().any():
-                png = figures.save(
-                    figures.lr_figure(done, dataset), figure_folder, f"lr_{anchor[3:]}"
-                )
-                written += png[:2]
-                page.figure(
-                    png[2],
-                    f"{label} learning rates used",
-                    f"{label}: the learning rate each run used (the rate of each epoch's last "
-                    "step, as stored); for rms and adam it is the base rate of the optimizer.",
-                )
-        else:
-            page.paragraph("No run of this dataset has finished yet: no curves to draw.")
-
-    page.heading("Which method wins overall")
-    if analysis.ranks.empty:
-        page.paragraph("No run has finished yet.")
-    else:
-        ranks = analysis.ranks.rename(columns={"mean_rank": "average rank"})
-        page.raw(tables.to_html(ranks, index=False))
-        markdown += ["## Average rank over all rows", "", tables.to_markdown(ranks, False), ""]
-    if analysis.friedman:
-        f = analysis.friedman
-        line = (
-            f"Friedman test over {f['rows']} rows where all {f['methods']} methods finished: "
-            f"chi2 = {f['statistic']:.2f}, p = {f['p_value']:.3g}."
+    def tests_against(
+        self, dataset: str, against: str, heading: str, html_matrix: pd.DataFrame
+    ) -> None:
+        page, tests = self.page, self.analysis.tests
+        text = (
+            f"Paired tests against {heading}: mean difference (method - reference) over "
+            "paired trials and Holm-adjusted p; bold = significant at 0.05; n = pairs when "
+            "too few to test."
         )
-    else:
-        line = "Friedman test: not run (it needs 3 methods and 2 rows where all of them finished)."
-    page.paragraph(line)
-    markdown += [line, ""]
+        page.heading(f"Paired tests against {heading}", level=3)
+        page.paragraph(text, "small")
+        page.raw(tables.to_html(html_matrix, escape=False))
+        md_matrix = tables.tests_matrix(tests, dataset, against, tables.MARKDOWN)
+        self.markdown += [f"### Paired tests against {heading}", "", text, ""]
+        self.markdown += [tables.to_markdown(md_matrix), ""]
+        weak = stats.unreachable_families(tests)
+        weak = weak[(weak["dataset"] == dataset) & (weak["against"] == against)]
+        if not weak.empty:
+            worst = weak.iloc[0]
+            note = (
+                f"Too few trials for a Wilcoxon comparison to be significant in {len(weak)} "
+                f"row(s): with {int(worst['pairs'])} pairs its smallest p is "
+                f"{worst['smallest_p']:.3g}, and Holm over {int(worst['comparisons'])} such "
+                f"comparisons needs p < {stats.ALPHA / worst['comparisons']:.3g}; "
+                "run more seeds."
+            )
+            page.paragraph(note, "note")
+            self.markdown += [note, ""]
 
-    page.heading("Figure 1: the schedules")
-    png = figures.save(figures.schedules_figure(schedule_epochs), figure_folder, "schedules")
-    written += png[:2]
-    page.figure(
-        png[2],
-        "learning-rate schedules",
-        f"Learning rate over the epochs of a {schedule_epochs}-epoch run (the paper's Figure 1): "
-        "top row decay (0.1, exp, str, sig), bottom row warmup (rep, trap, str+, sig+).",
-    )
+    def _figure(self, figure: Figure, name: str, alt: str, caption: str) -> None:
+        png = figures.save(figure, self.figure_folder, name)
+        self.written += png[:2]
+        self.page.figure(png[2], alt, caption)
 
-    page.heading("Missing runs", anchor="missing")
-    if analysis.missing.empty:
-        page.paragraph("None: every run in the store is done or diverged.")
-    else:
-        page.raw(tables.to_html(analysis.missing, index=False))
-        markdown += ["## Missing runs", "", tables.to_markdown(analysis.missing, False), ""]
-    page.heading("Files")
-    page.paragraph(
-        "summary.csv (one row per cell), scores.csv (one row per finished run), epochs.csv (one "
-        "row per run and epoch, every status), paired_tests.csv, ranks.csv, missing.csv, "
-        "tables.md, tables.tex, figures/*.png and *.pdf, next to this page."
-    )
-    markdown += [f"Published numbers: {CITATION}", ""]
+    def dataset_figures(self, dataset: str, label: str, anchor: str) -> None:
+        done = self.analysis.done_epochs
+        if not (done["dataset"] == dataset).any():
+            self.page.paragraph("No run of this dataset has finished yet: no curves to draw.")
+            return
+        self._figure(
+            figures.accuracy_figure(done, dataset),
+            f"accuracy_{anchor[3:]}",
+            f"{label} accuracy over epochs",
+            f"{label}: test accuracy over epochs, mean over finished trials with a band of "
+            "one standard deviation; top: decay methods (Figures 2/4 of the paper), "
+            "then warmup methods (Figures 3/5), then other methods of the study.",
+        )
+        if done.loc[done["dataset"] == dataset, "lr"].notna().any():
+            self._figure(
+                figures.lr_figure(done, dataset),
+                f"lr_{anchor[3:]}",
+                f"{label} learning rates used",
+                f"{label}: the learning rate each run used (the rate of each epoch's last "
+                "step, as stored); for rms and adam it is the base rate of the optimizer.",
+            )
 
-    _write_text(folder / "tables.md", "\n".join(markdown), written)
-    _write_text(folder / "tables.tex", "\n\n".join(latex), written)
-    html_path = folder / "report.html"
-    _write_text(html_path, page.render(), written)
-    return ReportFiles(folder=folder, html=html_path, files=written)
+    def ranks_section(self) -> None:
+        page, analysis = self.page, self.analysis
+        page.heading("Which method wins overall")
+        if analysis.ranks.empty:
+            page.paragraph("No run has finished yet.")
+        else:
+            ranks = analysis.ranks.rename(columns={"mean_rank": "average rank"})
+            page.raw(tables.to_html(ranks, index=False))
+            self.markdown += ["## Average rank over all rows", ""]
+            self.markdown += [tables.to_markdown(ranks, False), ""]
+        if analysis.friedman:
+            f = analysis.friedman
+            line = (
+                f"Friedman test over {f['rows']} rows where all {f['methods']} methods finished: "
+                f"chi2 = {f['statistic']:.2f}, p = {f['p_value']:.3g}."
+            )
+        else:
+            line = (
+                "Friedman test: not run (it needs 3 methods and 2 rows where all of them finished)."
+            )
+        page.paragraph(line)
+        self.markdown += [line, ""]
+
+    def schedules_section(self, schedule_epochs: int) -> None:
+        self.page.heading("Figure 1: the schedules")
+        self._figure(
+            figures.schedules_figure(schedule_epochs),
+            "schedules",
+            "learning-rate schedules",
+            f"Learning rate over the epochs of a {schedule_epochs}-epoch run (the paper's "
+            "Figure 1): top row decay (0.1, exp, str, sig), bottom row warmup (rep, trap, str+, "
+            "sig+).",
+        )
+
+    def closing_sections(self) -> None:
+        page, missing = self.page, self.analysis.missing
+        page.heading("Missing runs", anchor="missing")
+        if missing.empty:
+            page.paragraph("None: every run in the store is done or diverged.")
+        else:
+            page.raw(tables.to_html(missing, index=False))
+            self.markdown += ["## Missing runs", "", tables.to_markdown(missing, False), ""]
+        page.heading("Files")
+        page.paragraph(
+            "summary.csv (one row per cell), scores.csv (one row per finished run), epochs.csv "
+            "(one row per run and epoch, every status), paired_tests.csv, ranks.csv, "
+            "missing.csv, tables.md, tables.tex, figures/*.png and *.pdf, next to this page."
+        )
+        self.markdown += [f"Published numbers: {CITATION}", ""]
+
+    def finish(self) -> ReportFiles:
+        """Write tables.md, tables.tex and report.html; return every path written."""
+        folder = self.folder
+        _write_text(folder / "tables.md", "\n".join(self.markdown), self.written)
+        _write_text(folder / "tables.tex", "\n\n".join(self.latex), self.written)
+        html_path = folder / "report.html"
+        _write_text(html_path, self.page.render(), self.written)
+        return ReportFiles(folder=folder, html=html_path, files=self.written)
 
 
 def report_store(
