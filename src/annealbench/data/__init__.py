@@ -45,7 +45,6 @@ __all__ = [
     "IdxDataset",
     "SvhnDataset",
     "TorchvisionDataset",
-    "augment",
     "clear_cache",
     "default_root",
     "load",
@@ -163,9 +162,3 @@ def _load_cached(
         test_x=dataset.normalize(test_images, device),
         test_y=test_labels.to(device),
     )
-
-
-# transitional: callers move to Dataset.augment
-def augment(x: torch.Tensor, spec: Dataset, generator: torch.Generator) -> torch.Tensor:
-    """``spec.augment(x, generator)``, for callers not yet moved to the method."""
-    return spec.augment(x, generator)
