@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -68,9 +70,25 @@ def test_an_error_storing_an_epoch_is_not_the_runs_failure(tmp_path: Path) -> No
 
 def test_auto_workers_leave_busy_cores_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(executors.os, "cpu_count", lambda: 2)
-    for load, expected in ((0.1, 2), (0.6, 1), (1.2, 1), (7.0, 1)):
-        monkeypatch.setattr(executors.os, "getloadavg", lambda load=load: (load, 0.0, 0.0))
+    for busy, expected in ((0.1, 2), (0.6, 1), (1.2, 1), (7.0, 1)):
+        monkeypatch.setattr(executors, "busy_cores", lambda busy=busy: busy)
         assert executors.auto_workers("cpu") == expected
     monkeypatch.setattr(executors.os, "cpu_count", lambda: 16)
-    monkeypatch.setattr(executors.os, "getloadavg", lambda: (3.4, 0.0, 0.0))
+    monkeypatch.setattr(executors, "busy_cores", lambda: 3.4)
     assert executors.auto_workers("cpu") == 13
+
+
+def test_busy_cores_sees_a_process_spinning_now() -> None:
+    import subprocess
+    import sys
+
+    idle = executors.busy_cores(0.3)
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        busy = executors.busy_cores(0.5)
+    finally:
+        spin.kill()
+        spin.wait()
+    assert 0.0 <= idle <= (os.cpu_count() or 1) + 0.01
+    assert busy >= 0.7  # one core spinning (a shared machine may add more, never less)

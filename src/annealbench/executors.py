@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -191,12 +192,34 @@ def default_threads(workers: int) -> int:
     return max(1, ((os.cpu_count() or 1) - 1) // workers)
 
 
+def busy_cores(window_s: float = 0.5) -> float:
+    """How many cores other processes keep busy now: /proc/stat sampled over ``window_s``
+    (the 1-minute load average where there is no /proc/stat; it lags by a minute)."""
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat", encoding="ascii") as handle:
+            ticks = [int(v) for v in handle.readline().split()[1:]]
+        return ticks[3] + ticks[4], sum(ticks)  # idle + iowait, total
+
+    try:
+        idle0, total0 = sample()
+        time.sleep(window_s)
+        idle1, total1 = sample()
+    except (OSError, ValueError, IndexError):
+        try:
+            return os.getloadavg()[0]
+        except OSError:
+            return 0.0
+    busy = 1 - (idle1 - idle0) / max(1, total1 - total0)
+    return busy * (os.cpu_count() or 1)
+
+
 def auto_workers(device: str = "auto") -> int:
     """Local workers for ``--workers auto``: one per idle core on the CPU, else one.
 
-    Idle cores are the cores less the 1-minute load average, rounded to the nearest
-    whole core, so a machine already busy with another job gets fewer workers, each of
-    one thread (a busy core made two-thread runs up to 20x slower, see
+    Idle cores are the cores less those busy now (:func:`busy_cores`), rounded to the
+    nearest whole core, so a machine already busy with another job gets fewer workers,
+    each of one thread (a busy core made two-thread runs up to 20x slower, see
     :func:`default_threads`). A GPU is one device: one worker drives it.
     """
     from annealbench.training.parts import resolve_device
@@ -204,11 +227,7 @@ def auto_workers(device: str = "auto") -> int:
     if resolve_device(device).type != "cpu":
         return 1
     cores = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
-    except OSError:  # not available on this platform
-        return 1
-    return max(1, min(cores, math.floor(cores - load + 0.5)))
+    return max(1, min(cores, math.floor(cores - busy_cores() + 0.5)))
 
 
 class InlineExecutor:
