@@ -41,8 +41,10 @@ from annealbench.study import (
 )
 
 METHODS = ("sig+", "adam")
-GRID_ARGS = ["--datasets", "fashion-mnist", "--models", "nn2", "--methods", ",".join(METHODS),
-             "--trials", "2", "--epochs", "3", "--subset", "512", "--threads", "1",
+# One worker: these tests watch the study's own process (monkeypatches, kills, counts).
+GRID_ARGS = ["--workers", "1", "--datasets", "fashion-mnist", "--models", "nn2",
+             "--methods", ",".join(METHODS), "--trials", "2", "--epochs", "3", "--subset", "512",
+             "--threads", "1",
              "--no-progress", "--batched", "off"]  # fmt: skip
 METRICS = ["lr", "train_loss", "train_acc", "test_loss", "test_acc"]
 TINY = Study(

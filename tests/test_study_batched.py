@@ -21,8 +21,9 @@ from annealbench.study import MAX_GROUP, group_size
 from annealbench.training import RunConfig
 from test_study import METRICS, cli, invoke_fails, metrics, runner, wait_for
 
-GRID = ["--datasets", "fashion-mnist", "--models", "nn2", "--methods", "sig+,adam",
-        "--trials", "2", "--epochs", "3", "--subset", "512", "--threads", "1",
+GRID = ["--workers", "1", "--datasets", "fashion-mnist", "--models", "nn2",
+        "--methods", "sig+,adam", "--trials", "2", "--epochs", "3", "--subset", "512",
+        "--threads", "1",
         "--no-progress"]  # fmt: skip
 #: A group's matmuls round differently from one run's (tests/test_batched.py).
 RTOL = 1e-4

@@ -500,7 +500,7 @@ def run_study(
     store_path: str | Path,
     *,
     executor: str = "local",
-    workers: int | str = "auto",
+    workers: int | str = 1,
     threads: int | None = None,
     data_root: str | Path | None = None,
     checkpoint_dir: str | Path | None = None,
@@ -516,8 +516,10 @@ def run_study(
 
     Safe to call from several processes at once on one store: each run is trained once.
     Ctrl-C puts the runs in flight back to pending and returns with ``interrupted=True``.
-    ``batched`` (auto, on, off): whether the local executor trains runs of one dataset and
-    model together in one vectorized pass (:func:`group_size`); Ray trains one run per task.
+    ``workers``: local worker processes, or ``"auto"`` (one per idle core; the command
+    line's default). ``batched`` (auto, on, off): whether the local executor trains runs of
+    one dataset and model together in one vectorized pass (:func:`group_size`); Ray trains
+    one run per task.
     """
     from annealbench import executors
 
