@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from annealbench.errors import ExecutorError, StudyWideError
 from annealbench.training.config import RunOutcome
+from annealbench.training.location import Location
 
 if TYPE_CHECKING:  # pragma: no cover
     from annealbench.store import Claim
@@ -39,7 +40,7 @@ class Sink(Protocol):
 
     def next_claim(self) -> Claim | None: ...
     def next_claims(self) -> list[Claim]: ...
-    def checkpoint(self, claim: Claim) -> Path: ...
+    def checkpoint(self, claim: Claim) -> Location: ...
     def epoch(self, claim: Claim, record: dict[str, Any]) -> None: ...
     def finished(self, claim: Claim, outcome: RunOutcome) -> None: ...
     def lost(self, claim: Claim, reason: str) -> None: ...
@@ -91,7 +92,7 @@ class _ReportError(Exception):
 
 def _train_guarded(
     configs: list[dict[str, Any]],
-    checkpoints: list[Path],
+    checkpoints: list[str | Path | Location],
     *,
     batched: bool,
     data_root: str | None,
@@ -135,7 +136,7 @@ def _train_guarded(
 
 def execute(
     config: dict[str, Any],
-    checkpoint: Path,
+    checkpoint: str | Path | Location,
     *,
     data_root: str | None = None,
     on_epoch: Any = None,
@@ -155,7 +156,7 @@ def execute(
 
 def execute_group(
     configs: list[dict[str, Any]],
-    checkpoints: list[Path],
+    checkpoints: list[str | Path | Location],
     *,
     data_root: str | None = None,
     on_epoch: Any = None,
@@ -303,7 +304,7 @@ def _worker_main(conn: Any, threads: int, gpu: int | None, data_root: str | None
         if len(task) == 1:
             run_id, config, checkpoint = task[0]
             outcomes = [execute(
-                config, Path(checkpoint), data_root=data_root,
+                config, checkpoint, data_root=data_root,
                 on_epoch=lambda record, run_id=run_id: conn.send(("epoch", run_id, record)),
             )]  # fmt: skip
         else:
@@ -438,7 +439,7 @@ def _ray_train(config: dict[str, Any], checkpoint: str, data_root: str | None,
     import torch
 
     torch.set_num_threads(threads)
-    return execute(config, Path(checkpoint), data_root=data_root)
+    return execute(config, checkpoint, data_root=data_root)
 
 
 class RayExecutor:
@@ -506,7 +507,7 @@ class RayExecutor:
                 try:
                     outcome = ray.get(ref)
                 except ray.exceptions.RayError as exc:  # the worker died max_retries + 1 times
-                    sink.finished(claim, {"status": "failed", "error": f"Ray task failed: {exc}"})
+                    sink.finished(claim, RunOutcome("failed", f"Ray task failed: {exc}"))
                 else:
                     sink.finished(claim, outcome)
                 exhausted = False

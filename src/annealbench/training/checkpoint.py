@@ -1,44 +1,80 @@
-"""Run checkpoints: written atomically, read with ``weights_only``, checked against the run.
+"""Run checkpoints: published atomically, read with ``weights_only``, checked against the run.
 
 One file per run, in one format whether the run trains alone or in a batched group, so a
 run interrupted in a group may continue alone and the other way round. The file holds the
 run's identity, status, records, optimizer-update count, model and optimizer state (torch's
 own ``state_dict`` formats) and the two generators' states.
+
+A checkpoint lives in a local folder or, so that every node of a cluster can resume any
+run, in an object store (``s3://bucket/prefix``, through pyarrow; ``annealbench[s3]``).
 """
 
 from __future__ import annotations
 
+import errno
+import io
 import math
 import os
-import tempfile
-from dataclasses import asdict, fields
+import shutil
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from annealbench.errors import CheckpointError
+from annealbench.errors import CheckpointError, StudyWideError
 from annealbench.training.config import EpochRecord, RunConfig
+from annealbench.training.location import Location, is_uri, join
 
-__all__ = ["FORMAT", "save_atomic", "load_checkpoint", "records_of"]
+__all__ = [
+    "FORMAT",
+    "Location",
+    "NoSpaceError",
+    "is_uri",
+    "join",
+    "load_checkpoint",
+    "records_of",
+    "save_atomic",
+]
 
 #: 2: the update count replaces the scheduler state (the loop computes every rate from it).
 FORMAT = 2
+MIB = 1024 * 1024
 
 
-def save_atomic(obj: dict[str, Any], path: Path) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+class NoSpaceError(StudyWideError, CheckpointError):
+    """A checkpoint did not fit on its disk: every later run would fail the same way."""
+
+
+def save_atomic(obj: dict[str, Any], where: str | os.PathLike[str] | Location) -> None:
+    """Serialize ``obj`` with torch.save and publish it atomically at ``where``.
+
+    A disk too full for it raises :class:`NoSpaceError` (study-wide: later runs would fail
+    the same way) naming the folder and the space the checkpoint needs.
+    """
+    location = Location.of(where)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    blob = buffer.getvalue()
     try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        location.write_atomic(blob)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise NoSpaceError(no_space_message(location, len(blob))) from None
+
+
+def no_space_message(location: Location, size: int) -> str:
+    folder = Path(location.target).parent
+    try:
+        have = f", {shutil.disk_usage(folder).free / MIB:.1f} MiB free"
+    except OSError:
+        have = ""
+    return (
+        f"no space left on the device of {folder} for checkpoint {Path(location.target).name}: "
+        f"it needs about {size / MIB:.1f} MiB{have}. Free space there or pass --checkpoint-dir "
+        "on another disk, then rerun the same command: finished epochs are kept."
+    )
 
 
 def describe_difference(saved: dict[str, Any], current: dict[str, Any]) -> str:
@@ -51,32 +87,38 @@ def describe_difference(saved: dict[str, Any], current: dict[str, Any]) -> str:
     )
 
 
-def load_checkpoint(path: Path, config: RunConfig) -> dict[str, Any]:
+def load_checkpoint(where: str | os.PathLike[str] | Location, config: RunConfig) -> dict[str, Any]:
     """Read a checkpoint safely (weights_only) and check it belongs to ``config``."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated, not a torch file, foreign pickle
+    location = Location.of(where)
+    if not location.remote and not Path(location.target).is_file():
         raise CheckpointError(
-            f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); "
+            f"checkpoint {location} is not a regular file; pass a file path (or none)"
+        )
+    try:
+        blob = io.BytesIO(location.read_bytes())
+        state = torch.load(blob, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, not a torch file, foreign pickle, unreachable
+        raise CheckpointError(
+            f"checkpoint {location} cannot be read ({type(exc).__name__}: {exc}); "
             "delete it to restart the run from scratch"
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, dict) else None
         raise CheckpointError(
-            f"{path} is not an annealbench checkpoint of format {FORMAT} (found {found!r}); "
-            "delete it to restart the run from scratch"
+            f"{location} is not an annealbench checkpoint of format {FORMAT} "
+            f"(found {found!r}); delete it to restart the run from scratch"
         )
     if state.get("config") != config.identity():
         diff = describe_difference(state.get("config") or {}, config.identity())
         raise CheckpointError(
-            f"checkpoint {path} belongs to a different run ({diff}); "
+            f"checkpoint {location} belongs to a different run ({diff}); "
             "use another checkpoint path or delete it"
         )
-    state["records"] = records_of(state, config, path)
+    state["records"] = records_of(state, config, location)
     return state
 
 
-def records_of(state: dict[str, Any], config: RunConfig, path: Path) -> list[EpochRecord]:
+def records_of(state: dict[str, Any], config: RunConfig, where: object) -> list[EpochRecord]:
     """The checkpoint's epoch records, refused unless they agree with the run they claim."""
     names = {f.name for f in fields(EpochRecord)}
     raw = state.get("records")
@@ -94,9 +136,5 @@ def records_of(state: dict[str, Any], config: RunConfig, path: Path) -> list[Epo
     ):
         problem = "a running run's records hold a non-finite training loss"
     if problem is not None:
-        raise CheckpointError(f"checkpoint {path} is inconsistent: {problem}; delete it")
+        raise CheckpointError(f"checkpoint {where} is inconsistent: {problem}; delete it")
     return [EpochRecord(**r) for r in raw]
-
-
-def record_dicts(records: list[EpochRecord]) -> list[dict[str, Any]]:
-    return [asdict(r) for r in records]

@@ -61,7 +61,7 @@ class _Run:
     plan: RatePlan
     order_gen: torch.Generator
     aug_gen: torch.Generator
-    checkpoint: Path | None
+    checkpoint: ckpt.Location | None
     records: list[EpochRecord] = field(default_factory=list)
     status: str = "running"  # running, done or diverged
     updates: int = 0
@@ -262,7 +262,7 @@ def _prepare(
             # Batch order on the CPU (cheap, identical on every device); augmentation on it.
             torch.Generator(device="cpu").manual_seed(config.seed),
             torch.Generator(device=device).manual_seed(config.seed + 1_000_003),
-            Path(path) if path is not None else None,
+            ckpt.Location.of(path) if path is not None else None,
         )
         state = None
         if run.checkpoint is not None and run.checkpoint.exists():
