@@ -38,34 +38,9 @@ def numbers(result) -> list[tuple]:
 # --------------------------------------------------------------------------- object store
 
 
-@pytest.fixture(scope="module")
-def s3() -> Iterator[str]:
-    """A bucket on a local S3 server (moto); yields its ``s3://`` prefix."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    saved = {k: os.environ.get(k) for k in ENV}
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_DEFAULT_REGION="us-east-1",
-        AWS_ENDPOINT_URL=f"http://{host}:{port}",
-    )  # fmt: skip
-    import boto3
-
-    boto3.client("s3").create_bucket(Bucket="annealbench-test")
-    try:
-        yield "s3://annealbench-test"
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        server.stop()
-
-
-ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")
+@pytest.fixture()
+def s3(local_s3: str) -> str:
+    return local_s3
 
 
 def test_a_run_resumes_from_an_object_store_checkpoint_bit_for_bit(s3: str) -> None:

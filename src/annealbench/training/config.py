@@ -162,6 +162,8 @@ class RunResult:
     status: Literal["done", "diverged"]
     epochs: list[EpochRecord]
     error: str | None = None
+    #: Epochs restored from a checkpoint when this call started (0: trained from scratch).
+    resumed_from: int = 0
 
     @property
     def final(self) -> EpochRecord | None:
@@ -175,6 +177,7 @@ class RunOutcome:
     ``status`` is done, diverged or failed. A failed run has ``error`` (one line) and
     ``study_wide`` (its error is one every other run would repeat: the study stops);
     ``epochs`` is None then, and the store keeps what was recorded epoch by epoch.
+    ``resumed_from``: the epochs this attempt found in the run's checkpoint.
     """
 
     status: Literal["done", "diverged", "failed"]
@@ -182,7 +185,11 @@ class RunOutcome:
     epochs: tuple[EpochRecord, ...] | None = None
     environment: Mapping[str, Any] | None = None
     study_wide: bool = False
+    resumed_from: int = 0
 
     @classmethod
     def of(cls, result: RunResult, environment: Mapping[str, Any] | None) -> RunOutcome:
-        return cls(result.status, result.error, tuple(result.epochs), environment)
+        return cls(
+            result.status, result.error, tuple(result.epochs), environment,
+            resumed_from=result.resumed_from,
+        )  # fmt: skip

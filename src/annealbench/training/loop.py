@@ -65,6 +65,7 @@ class _Run:
     records: list[EpochRecord] = field(default_factory=list)
     status: str = "running"  # running, done or diverged
     updates: int = 0
+    resumed_from: int = 0  # epochs restored from the checkpoint
 
 
 @dataclass
@@ -268,6 +269,7 @@ def _prepare(
         if run.checkpoint is not None and run.checkpoint.exists():
             state = ckpt.load_checkpoint(run.checkpoint, config)
             run.records = state["records"]
+            run.resumed_from = len(run.records)
             run.updates = int(state["updates"])
             run.order_gen.set_state(state["order_gen"])
             run.aug_gen.set_state(state["aug_gen"].to(run.aug_gen.get_state().device))
@@ -365,9 +367,9 @@ def _bar(pending: list[_Run], steps: int, enabled: bool) -> Any:
 
 def _result(run: _Run) -> RunResult:
     diverged = run.status == "diverged"
-    return RunResult(
-        run.config, "diverged" if diverged else "done", run.records, DIVERGED if diverged else None
-    )
+    status = "diverged" if diverged else "done"
+    error = DIVERGED if diverged else None
+    return RunResult(run.config, status, run.records, error, run.resumed_from)
 
 
 def train(
