@@ -106,11 +106,43 @@ def test_sigmoid_uses_the_slope_the_figure_shows():
 
 @given(p=progress)
 def test_sig_plus_is_stretched_sig(p):
-    if p < 0.1:
-        expected = 0.01 + (sigmoid(0.0) - 0.01) * p / 0.1
-    else:
-        expected = sigmoid(min((p - 0.1) / 0.9, 1.0))
+    # The paper's text: a linear ramp from 0.01 to eta_up = 0.1 over the first 10%.
+    ramp = 0.01 + (0.1 - 0.01) * p / 0.1
+    expected = ramp if p < 0.1 else sigmoid(min((p - 0.1) / 0.9, 1.0))
     assert schedules.get("sig+")(p) == pytest.approx(expected, rel=1e-9)
+    # The jump-free variant ramps to sig's own first rate (0.0993) instead.
+    if p < 0.1:
+        continuous = 0.01 + (sigmoid(0.0) - 0.01) * p / 0.1
+        assert schedules.get("sig+", warmup_to="start")(p) == pytest.approx(continuous, rel=1e-9)
+
+
+def test_warmups_and_floors_follow_the_peak():
+    cosine = schedules.get("cosine+", lr_up=1e-3, lr_low=1e-5)
+    assert cosine(0.0) == pytest.approx(1e-4) and cosine(0.1) == pytest.approx(1e-3)
+    assert cosine(1.0) == pytest.approx(1e-5)
+    assert all(np.diff(cosine(np.linspace(0, 0.1, 11))) > 0)  # a warmup rises
+    floor = schedules.get("cosine+", lr_up=1e-3)
+    assert floor(1.0) == pytest.approx(1e-5)  # lr_low defaults to a hundredth of lr_up
+    assert schedules.get("exp", lr_up=0.5)(1.0) == pytest.approx(0.005)
+    assert schedules.get("str", lr_up=0.2)(0.9) == pytest.approx(0.002)
+    assert schedules.get("trap", lr_up=2.0)(0.0) == pytest.approx(0.2)
+    # The paper's defaults come out exactly as printed.
+    assert schedules.get("str+")(0.0) == 0.01 and schedules.get("exp")(1.0) == 0.001
+
+
+@pytest.mark.parametrize(
+    ("name", "settings", "match"),
+    [
+        ("cosine+", {"lr_up": 1e-3, "warmup_lr": 0.01}, "above the rate it warms up to"),
+        ("trap", {"warmup_lr": 0.5}, "above the rate it warms up to"),
+        ("sig+", {"warmup_start": 1.5}, "warmup start"),
+        ("sig+", {"warmup_to": "top"}, "warmup_to must be 'peak' or 'start'"),
+        ("cosine", {"lr_up": 1e-3, "lr_low": 0.01}, "lr_low .* is above lr_up"),
+    ],
+)
+def test_impossible_warmups_and_floors_are_refused(name, settings, match):
+    with pytest.raises(ScheduleError, match=match):
+        schedules.get(name, **settings)
 
 
 @pytest.mark.parametrize("name", ["exp", "str", "sig", "cosine", "linear", "poly"])
@@ -190,7 +222,7 @@ def test_overrides_change_the_curve():
     s = schedules.get("str", levels=(1.0, 0.5), milestones=(0.5,))
     assert s(0.49) == 1.0 and s(0.5) == 0.5
     assert schedules.get("trap", decay_fraction=0.5)(0.75) == pytest.approx((UP + LOW) / 2)
-    assert schedules.get("sig+", kappa=0.1, lr_up=0.2)(0.55) == pytest.approx((0.2 + LOW) / 2)
+    assert schedules.get("sig+", kappa=0.1, lr_up=0.2)(0.55) == pytest.approx((0.2 + 0.002) / 2)
 
 
 def test_config_round_trip_rebuilds_equal_schedules():

@@ -120,9 +120,35 @@ def test_nothing_drifts_when_lr_is_overwritten():
 
 def test_per_group_scale_and_schedule_objects():
     opt = make_optimizer(groups=2)
-    sched = AnnealingLR(opt, schedules.Constant(0.5), 10, scale=[1.0, 0.1])
+    sched = AnnealingLR(opt, schedules.Constant(0.5), 10, scale=[1.0, 0.1], absolute=True)
     assert [g["lr"] for g in opt.param_groups] == [0.5, pytest.approx(0.05)]
     assert sched.get_last_lr() == [0.5, pytest.approx(0.05)]
+
+
+def test_each_groups_lr_is_the_peak_the_schedule_is_scaled_to():
+    params = [torch.nn.Parameter(torch.zeros(2)) for _ in range(3)]
+    opt = torch.optim.SGD([{"params": [params[0]], "lr": 0.01}, {"params": [params[1]]}], lr=0.1)
+    sig_plus = schedules.get("sig+")
+    sched = AnnealingLR(opt, sig_plus, 100)
+    for k in range(100):
+        want = sig_plus(k / 100) / sig_plus.peak
+        assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.01 * want, 0.1 * want])
+        opt.step()
+        sched.step()
+    adam = torch.optim.Adam([params[2]], lr=3e-4)
+    AnnealingLR(adam, "cosine+", 10)
+    assert adam.param_groups[0]["lr"] == pytest.approx(3e-5)  # warmup from a tenth of 3e-4
+    # The paper's own setting keeps the schedule's rates bit for bit.
+    paper = make_optimizer(lr=0.1)
+    AnnealingLR(paper, "sig+", 10)
+    assert paper.param_groups[0]["lr"] == sig_plus(0.0)
+
+
+def test_numpy_integers_are_step_counts():
+    import numpy as np
+
+    sched = AnnealingLR(make_optimizer(), "exp", np.int64(10))
+    assert sched.total_steps == 10 and isinstance(sched.total_steps, int)
 
 
 @pytest.mark.parametrize(

@@ -51,6 +51,8 @@ __all__ = [
     "LR_LOW",
     "WARMUP_FRACTION",
     "WARMUP_LR",
+    "WARMUP_START",
+    "LOW_FRACTION",
 ]
 
 # The paper's settings (section 4.1).
@@ -58,6 +60,10 @@ LR_UP = 0.1
 LR_LOW = 0.001
 WARMUP_FRACTION = 0.1
 WARMUP_LR = 0.01
+#: The warmup's first rate as a fraction of the peak: the paper's 0.01 for lr_up 0.1.
+WARMUP_START = 0.1
+#: lr_low as a fraction of lr_up when not given: the paper's 0.001 for lr_up 0.1.
+LOW_FRACTION = 0.01
 SIGMOID_KAPPA = 0.2
 
 ArrayLike = float | np.ndarray
@@ -117,8 +123,14 @@ class Schedule:
 
     @property
     def start(self) -> float:
-        """The rate at p = 0 (where a warmup ramp should arrive)."""
+        """The rate at p = 0 (where a jump-free warmup ramp arrives)."""
         return float(self._value(np.zeros(())))
+
+    @property
+    def peak(self) -> float:
+        """The schedule's top rate, its ``lr_up`` (where the paper's warmup ramp arrives, and
+        what :class:`~annealbench.AnnealingLR` scales to a param group's lr)."""
+        raise NotImplementedError  # pragma: no cover - every shape defines it
 
     def to_config(self) -> dict[str, Any]:
         """A JSON-able description; :func:`from_config` rebuilds an equal schedule."""
@@ -167,6 +179,10 @@ class Constant(Schedule):
     def __post_init__(self) -> None:
         _check_rate("lr", self.lr)
 
+    @property
+    def peak(self) -> float:
+        return float(self.lr)
+
     def _value(self, p: np.ndarray) -> np.ndarray:
         return np.full_like(p, float(self.lr))
 
@@ -181,6 +197,10 @@ class _Between(Schedule):
     def __post_init__(self) -> None:
         _check_rate("lr_start", self.lr_start, allow_zero=True)
         _check_rate("lr_end", self.lr_end, allow_zero=True)
+
+    @property
+    def peak(self) -> float:
+        return float(max(self.lr_start, self.lr_end))
 
 
 @dataclass(frozen=True)
@@ -231,6 +251,10 @@ class Sigmoid(Schedule):
         _check_rate("lr_end", self.lr_end, allow_zero=True)
         _check_rate("kappa", self.kappa)
 
+    @property
+    def peak(self) -> float:  # approached at p -> -inf; lr_start is the paper's eta_up
+        return float(max(self.lr_start, self.lr_end))
+
     def _value(self, p: np.ndarray) -> np.ndarray:
         return self.lr_end + (self.lr_start - self.lr_end) / (
             1.0 + np.exp((2.0 * p - 1.0) / self.kappa)
@@ -250,6 +274,10 @@ class Polynomial(Schedule):
         _check_rate("lr_end", self.lr_end, allow_zero=True)
         _check_rate("power", self.power)
 
+    @property
+    def peak(self) -> float:
+        return float(max(self.lr_start, self.lr_end))
+
     def _value(self, p: np.ndarray) -> np.ndarray:
         return self.lr_end + (self.lr_start - self.lr_end) * (1.0 - p) ** self.power
 
@@ -264,6 +292,10 @@ class InverseSqrt(Schedule):
     def __post_init__(self) -> None:
         _check_rate("lr_start", self.lr_start)
         _check_rate("timescale", self.timescale)
+
+    @property
+    def peak(self) -> float:
+        return float(self.lr_start)
 
     def _value(self, p: np.ndarray) -> np.ndarray:
         return self.lr_start / np.sqrt(1.0 + p / self.timescale)
@@ -293,6 +325,10 @@ class Staircase(Schedule):
             _check_fraction("each milestone", m, low_open=True, high_open=True)
         if list(self.milestones) != sorted(set(self.milestones)):
             raise ScheduleError(f"milestones must increase strictly, got {self.milestones}")
+
+    @property
+    def peak(self) -> float:
+        return max(self.levels)
 
     def _value(self, p: np.ndarray) -> np.ndarray:
         index = np.searchsorted(np.asarray(self.milestones), p, side="right")
@@ -328,6 +364,10 @@ class Sequence(Schedule):
         if list(self.boundaries) != sorted(set(self.boundaries)):
             raise ScheduleError(f"boundaries must increase strictly, got {self.boundaries}")
 
+    @property
+    def peak(self) -> float:
+        return max(part.peak for part in self.parts)
+
     def _value(self, p: np.ndarray) -> np.ndarray:
         edges = np.asarray((0.0, *self.boundaries, 1.0))
         index = np.searchsorted(edges[1:-1], p, side="right")
@@ -360,6 +400,10 @@ class Repeat(Schedule):
             raise ScheduleError(f"cycles must be an integer >= 1, got {self.cycles!r}")
         _check_rate("cycle_mult", self.cycle_mult)
 
+    @property
+    def peak(self) -> float:
+        return self.schedule.peak
+
     def _boundaries(self) -> tuple[float, ...]:
         lengths = np.asarray([self.cycle_mult**i for i in range(self.cycles)], dtype=np.float64)
         return tuple(np.cumsum(lengths)[:-1] / lengths.sum())
@@ -374,23 +418,39 @@ class Repeat(Schedule):
 def warmup(
     schedule: Schedule,
     fraction: float = WARMUP_FRACTION,
-    lr_start: float = WARMUP_LR,
+    lr_start: float | None = None,
     lr_peak: float | None = None,
+    *,
+    start: float = WARMUP_START,
+    continuous: bool = False,
 ) -> Schedule:
     """Prefix ``schedule`` with a linear warmup over the first ``fraction`` of training.
 
-    The ramp runs from ``lr_start`` to ``lr_peak`` (default: the schedule's own starting
-    rate, so the curve is continuous), then ``schedule`` runs stretched over the rest,
-    at progress ``q = (p - fraction) / (1 - fraction)``. ``fraction = 0`` is no warmup.
+    As the paper describes it, the ramp rises to ``schedule.peak`` (its ``lr_up``) from
+    ``start`` times the peak (0.1: the paper's 0.01 for lr_up 0.1), then ``schedule`` runs
+    stretched over the rest, at progress ``q = (p - fraction) / (1 - fraction)``.
+    ``continuous=True`` ramps to the schedule's own first rate instead (for ``sig``,
+    0.0993 rather than 0.1: no step down where the ramp ends). ``lr_start`` and
+    ``lr_peak`` set the two ends in absolute rates. ``fraction = 0`` is no warmup.
     """
     fraction = _check_fraction("warmup fraction", fraction, low_open=False, high_open=True)
     if not isinstance(schedule, Schedule):
         raise ScheduleError("warmup needs a Schedule object")
     if fraction == 0:
         return schedule
-    peak = schedule.start if lr_peak is None else _check_rate("lr_peak", lr_peak)
-    ramp = Linear(_check_rate("warmup lr_start", lr_start, allow_zero=True), peak)
-    return Sequence((ramp, schedule), (fraction,))
+    top = schedule.peak if lr_peak is None else _check_rate("lr_peak", lr_peak)
+    peak = schedule.start if continuous and lr_peak is None else top
+    if lr_start is None:
+        start = _check_fraction("warmup start", start, low_open=False, high_open=False)
+        # top / (1 / start): the paper's 0.1 x 0.1 comes out as exactly 0.01.
+        lr_start = top / (1.0 / start) if start > 0 else 0.0
+    lr_start = _check_rate("warmup lr_start", lr_start, allow_zero=True)
+    if lr_start > peak:
+        raise ScheduleError(
+            f"the warmup would start at {lr_start:g}, above the rate it warms up to "
+            f"({peak:g}); lower warmup_lr (or give warmup_start, a fraction of the peak)"
+        )
+    return Sequence((Linear(lr_start, peak), schedule), (fraction,))
 
 
 _SHAPES: dict[str, type[Schedule]] = {
@@ -413,13 +473,24 @@ _SHAPES: dict[str, type[Schedule]] = {
 # --------------------------------------------------------------------------- named schedules
 
 
-def _check_bounds(lr_up: float, lr_low: float) -> None:
+def _bounds(lr_up: float, lr_low: float | None) -> tuple[float, float]:
+    """(lr_up, lr_low), lr_low defaulting to LOW_FRACTION of lr_up (the paper's 0.001)."""
     _check_rate("lr_up", lr_up)
+    if lr_low is None:
+        lr_low = lr_up / (1.0 / LOW_FRACTION)  # 0.1 / 100 is exactly the paper's 0.001
     _check_rate("lr_low", lr_low, allow_zero=True)
     if lr_low > lr_up:
         raise ScheduleError(
             f"lr_low ({lr_low}) is above lr_up ({lr_up}); a decay needs lr_low <= lr_up"
         )
+    return float(lr_up), float(lr_low)
+
+
+def _warmup_to(value: str) -> bool:
+    """``warmup_to``: "peak" (the paper: up to lr_up) or "start" (the curve's first rate)."""
+    if value not in ("peak", "start"):
+        raise ScheduleError(f"warmup_to must be 'peak' or 'start', got {value!r}")
+    return value == "start"
 
 
 def _constant(lr: float) -> Callable[..., Schedule]:
@@ -429,34 +500,40 @@ def _constant(lr: float) -> Callable[..., Schedule]:
     return make
 
 
-def _exp(lr_up: float = LR_UP, lr_low: float = LR_LOW) -> Schedule:
-    _check_bounds(lr_up, lr_low)
-    return Exponential(lr_up, lr_low)
+def _exp(lr_up: float = LR_UP, lr_low: float | None = None) -> Schedule:
+    return Exponential(*_bounds(lr_up, lr_low))
 
 
 def _str(
-    levels: tuple[float, ...] = (0.1, 0.01, 0.001),
+    lr_up: float = LR_UP,
+    levels: tuple[float, ...] | None = None,
     milestones: tuple[float, ...] = (1 / 3, 2 / 3),
 ) -> Schedule:
+    """Staircase; levels default to lr_up, lr_up / 10, lr_up / 100 (0.1, 0.01, 0.001)."""
+    _check_rate("lr_up", lr_up)
+    if levels is None:
+        levels = (lr_up, lr_up / 10, lr_up / 100)
     return Staircase(tuple(levels), tuple(milestones))
 
 
-def _sig(lr_up: float = LR_UP, lr_low: float = LR_LOW, kappa: float = SIGMOID_KAPPA) -> Schedule:
-    _check_bounds(lr_up, lr_low)
-    return Sigmoid(lr_up, lr_low, kappa)
+def _sig(
+    lr_up: float = LR_UP, lr_low: float | None = None, kappa: float = SIGMOID_KAPPA
+) -> Schedule:
+    return Sigmoid(*_bounds(lr_up, lr_low), kappa)
 
 
 def _rep(
-    lr_up: float = LR_UP, lr_low: float = LR_LOW, kappa: float = SIGMOID_KAPPA, cycles: int = 2
-) -> Schedule:
+    lr_up: float = LR_UP, lr_low: float | None = None, kappa: float = SIGMOID_KAPPA,
+    cycles: int = 2,
+) -> Schedule:  # fmt: skip
     return Repeat(_sig(lr_up, lr_low, kappa), cycles)
 
 
 def _wsd_parts(
     lr_up: float,
-    lr_low: float,
     warmup_fraction: float,
-    warmup_lr: float,
+    warmup_start: float,
+    warmup_lr: float | None,
     decay_fraction: float,
     decay: Schedule,
 ) -> Schedule:
@@ -472,20 +549,20 @@ def _wsd_parts(
         body: Schedule = decay
     else:
         body = Sequence((Constant(lr_up), decay), (stable / (1.0 - warmup_fraction),))
-    return warmup(body, warmup_fraction, warmup_lr, lr_up)
+    return warmup(body, warmup_fraction, warmup_lr, lr_up, start=warmup_start)
 
 
 def _trap(
     lr_up: float = LR_UP,
-    lr_low: float = LR_LOW,
+    lr_low: float | None = None,
     warmup_fraction: float = WARMUP_FRACTION,
-    warmup_lr: float = WARMUP_LR,
+    warmup_start: float = WARMUP_START,
+    warmup_lr: float | None = None,
     decay_fraction: float = 0.1,
 ) -> Schedule:
-    _check_bounds(lr_up, lr_low)
-    return _wsd_parts(
-        lr_up, lr_low, warmup_fraction, warmup_lr, decay_fraction, Linear(lr_up, lr_low)
-    )
+    lr_up, lr_low = _bounds(lr_up, lr_low)
+    decay = Linear(lr_up, lr_low)
+    return _wsd_parts(lr_up, warmup_fraction, warmup_start, warmup_lr, decay_fraction, decay)
 
 
 def _with_warmup(base: Callable[..., Schedule]) -> Callable[..., Schedule]:
@@ -493,32 +570,39 @@ def _with_warmup(base: Callable[..., Schedule]) -> Callable[..., Schedule]:
     base_params = inspect.signature(base).parameters
 
     def make(
-        warmup_fraction: float = WARMUP_FRACTION, warmup_lr: float = WARMUP_LR, **kwargs: Any
+        warmup_fraction: float = WARMUP_FRACTION,
+        warmup_start: float = WARMUP_START,
+        warmup_lr: float | None = None,
+        warmup_to: str = "peak",
+        **kwargs: Any,
     ) -> Schedule:
-        return warmup(base(**kwargs), warmup_fraction, warmup_lr)
+        continuous = _warmup_to(warmup_to)
+        return warmup(
+            base(**kwargs), warmup_fraction, warmup_lr, start=warmup_start, continuous=continuous
+        )
 
+    keyword = inspect.Parameter.KEYWORD_ONLY
     params = [
-        inspect.Parameter("warmup_fraction", inspect.Parameter.KEYWORD_ONLY, default=0.1),
-        inspect.Parameter("warmup_lr", inspect.Parameter.KEYWORD_ONLY, default=0.01),
-        *(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in base_params.values()),
+        inspect.Parameter("warmup_fraction", keyword, default=WARMUP_FRACTION),
+        inspect.Parameter("warmup_start", keyword, default=WARMUP_START),
+        inspect.Parameter("warmup_lr", keyword, default=None),
+        inspect.Parameter("warmup_to", keyword, default="peak"),
+        *(p.replace(kind=keyword) for p in base_params.values()),
     ]
     make.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     return make
 
 
-def _cosine(lr_up: float = LR_UP, lr_low: float = LR_LOW) -> Schedule:
-    _check_bounds(lr_up, lr_low)
-    return Cosine(lr_up, lr_low)
+def _cosine(lr_up: float = LR_UP, lr_low: float | None = None) -> Schedule:
+    return Cosine(*_bounds(lr_up, lr_low))
 
 
-def _linear(lr_up: float = LR_UP, lr_low: float = LR_LOW) -> Schedule:
-    _check_bounds(lr_up, lr_low)
-    return Linear(lr_up, lr_low)
+def _linear(lr_up: float = LR_UP, lr_low: float | None = None) -> Schedule:
+    return Linear(*_bounds(lr_up, lr_low))
 
 
-def _poly(lr_up: float = LR_UP, lr_low: float = LR_LOW, power: float = 2.0) -> Schedule:
-    _check_bounds(lr_up, lr_low)
-    return Polynomial(lr_up, lr_low, power)
+def _poly(lr_up: float = LR_UP, lr_low: float | None = None, power: float = 2.0) -> Schedule:
+    return Polynomial(*_bounds(lr_up, lr_low), power)
 
 
 def _onecycle(
@@ -537,29 +621,31 @@ def _onecycle(
 
 def _wsd(
     lr_up: float = LR_UP,
-    lr_low: float = LR_LOW,
+    lr_low: float | None = None,
     warmup_fraction: float = WARMUP_FRACTION,
-    warmup_lr: float = WARMUP_LR,
+    warmup_start: float = WARMUP_START,
+    warmup_lr: float | None = None,
     decay_fraction: float = 0.2,
 ) -> Schedule:
     """Warmup-stable-decay: ramp, a long plateau at lr_up, a short cosine cool-down."""
-    _check_bounds(lr_up, lr_low)
-    return _wsd_parts(
-        lr_up, lr_low, warmup_fraction, warmup_lr, decay_fraction, Cosine(lr_up, lr_low)
-    )
+    lr_up, lr_low = _bounds(lr_up, lr_low)
+    decay = Cosine(lr_up, lr_low)
+    return _wsd_parts(lr_up, warmup_fraction, warmup_start, warmup_lr, decay_fraction, decay)
 
 
 def _invsqrt(
     lr_up: float = LR_UP,
     timescale: float = 0.01,
     warmup_fraction: float = WARMUP_FRACTION,
-    warmup_lr: float = WARMUP_LR,
+    warmup_start: float = WARMUP_START,
+    warmup_lr: float | None = None,
 ) -> Schedule:
-    return warmup(InverseSqrt(lr_up, timescale), warmup_fraction, warmup_lr)
+    body = InverseSqrt(lr_up, timescale)
+    return warmup(body, warmup_fraction, warmup_lr, start=warmup_start)
 
 
 def _sgdr(
-    lr_up: float = LR_UP, lr_low: float = LR_LOW, cycles: int = 3, cycle_mult: float = 2.0
+    lr_up: float = LR_UP, lr_low: float | None = None, cycles: int = 3, cycle_mult: float = 2.0
 ) -> Schedule:
     """SGDR: cosine annealing with warm restarts; each period ``cycle_mult`` times longer."""
     return Repeat(_cosine(lr_up, lr_low), cycles, cycle_mult)
@@ -627,9 +713,9 @@ def _lookup(name: str) -> _Entry:
 def get(name: str, **overrides: Any) -> Schedule:
     """The schedule called ``name``, with the paper's defaults unless overridden.
 
-    >>> lr = get("sig+")(0.05)  # halfway up the warmup ramp, from 0.01 to sig's start
+    >>> lr = get("sig+")(0.05)  # halfway up the warmup ramp, from 0.01 to lr_up = 0.1
     >>> round(lr, 5), round(get("sig")(0.0), 5)
-    (0.05467, 0.09934)
+    (0.055, 0.09934)
     """
     entry = _lookup(name)
     unknown = sorted(set(overrides) - set(entry.params))

@@ -1,15 +1,19 @@
 """``AnnealingLR``: any annealbench schedule as a PyTorch learning-rate scheduler.
 
-The rate after ``k`` calls to :meth:`step` is ``schedule(min(k, total_steps) / total_steps)``
-(times a per-group scale), computed in closed form from the step count. Nothing is
-multiplied step by step, so no rounding accumulates, resuming from ``state_dict()`` gives
-exactly the rates of an uninterrupted run, and a rate another scheduler wrote into the
-optimizer is overwritten rather than compounded.
+As torch's, timm's and Hugging Face's schedulers do, each param group's ``lr`` is the peak
+the schedule is scaled to: after ``k`` calls to :meth:`step` a group's rate is
+``group_lr * schedule(min(k, total_steps) / total_steps) / schedule.peak``, so
+``SGD(lr=0.05)`` with ``sig+`` anneals from 0.05, and two groups at 0.01 and 0.1 keep their
+ratio. ``absolute=True`` uses the schedule's own rates instead. The rate is computed in
+closed form from the step count: nothing is multiplied step by step, so no rounding
+accumulates, resuming from ``state_dict()`` gives exactly the rates of an uninterrupted run,
+and a rate another scheduler wrote into the optimizer is overwritten rather than compounded.
 """
 
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,16 +27,18 @@ __all__ = ["AnnealingLR"]
 
 
 class AnnealingLR(LRScheduler):
-    """Set each param group's lr to ``scale[g] * schedule(min(k, total_steps) / total_steps)``.
+    """Anneal each param group's lr along ``schedule``, its lr being the schedule's peak.
 
     Args:
-        optimizer: the wrapped optimizer.
+        optimizer: the wrapped optimizer; each group's ``lr`` when the scheduler is made
+            (torch's ``initial_lr``) is the rate the schedule's peak maps to.
         schedule: a schedule name from :func:`annealbench.schedules.names` (paper defaults)
             or a :class:`~annealbench.schedules.Schedule`.
         total_steps: the number of ``step()`` calls that span training: iterations for
             per-step annealing, epochs for per-epoch annealing. Steps past it hold the
             final rate.
-        scale: one factor for every group, or one per group (default 1.0).
+        scale: one extra factor for every group, or one per group (default 1.0).
+        absolute: use the schedule's own rates (times ``scale``), whatever the groups' lr.
 
     Example::
 
@@ -51,6 +57,8 @@ class AnnealingLR(LRScheduler):
         total_steps: int,
         scale: float | Sequence[float] | None = None,
         last_epoch: int = -1,
+        *,
+        absolute: bool = False,
     ) -> None:
         if isinstance(schedule, str):
             schedule = schedules.get(schedule)
@@ -58,10 +66,15 @@ class AnnealingLR(LRScheduler):
             raise ScheduleError(
                 f"schedule must be a name or an annealbench Schedule, got {type(schedule).__name__}"
             )
-        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+        try:
+            steps = None if isinstance(total_steps, bool) else operator.index(total_steps)
+        except TypeError:
+            steps = None
+        if steps is None or steps < 1:
             raise ScheduleError(f"total_steps must be an integer >= 1, got {total_steps!r}")
         self.schedule = schedule
-        self.total_steps = total_steps
+        self.total_steps = int(steps)
+        self.absolute = bool(absolute)
         self.scale = self._scales(scale, len(optimizer.param_groups))
         super().__init__(optimizer, last_epoch)
 
@@ -81,9 +94,16 @@ class AnnealingLR(LRScheduler):
         """The unscaled rate after ``step`` calls to ``step()``."""
         return float(self.schedule(min(max(step, 0), self.total_steps) / self.total_steps))
 
+    def factors(self) -> list[float]:
+        """Each group's multiplier of the schedule's rate: its lr over the peak, times scale."""
+        if self.absolute:
+            return list(self.scale)
+        peak = self.schedule.peak
+        return [(base / peak) * s for base, s in zip(self.base_lrs, self.scale, strict=True)]
+
     def get_lr(self) -> list[float]:  # type: ignore[override]
         rate = self.rate_at(self.last_epoch)
-        return [rate * s for s in self.scale]
+        return [rate * f for f in self.factors()]
 
     # LRScheduler.step(epoch) uses this when given an explicit epoch: same closed form.
     _get_closed_form_lr = get_lr
@@ -94,6 +114,8 @@ class AnnealingLR(LRScheduler):
             "schedule": self.schedule.to_config(),
             "total_steps": self.total_steps,
             "scale": list(self.scale),
+            "absolute": self.absolute,
+            "base_lrs": list(self.base_lrs),
             "last_epoch": self.last_epoch,
             "_step_count": self._step_count,
         }
@@ -112,6 +134,8 @@ class AnnealingLR(LRScheduler):
                 f"this scheduler has total_steps={self.total_steps}"
             )
         self.scale = [float(v) for v in state_dict.get("scale", self.scale)]
+        self.absolute = bool(state_dict.get("absolute", self.absolute))
+        self.base_lrs = [float(v) for v in state_dict.get("base_lrs", self.base_lrs)]
         self.last_epoch = int(state_dict["last_epoch"])
         self._step_count = int(state_dict.get("_step_count", self.last_epoch + 1))
         lrs = self.get_lr()
