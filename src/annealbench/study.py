@@ -429,13 +429,28 @@ class _Driver:
             self.bar.update(1)
 
     def lost(self, claim: Claim, reason: str) -> None:
-        """A worker died under the run: retry it (from its checkpoint) or give up on it."""
-        if claim.attempts <= self.max_retries:
-            self.write(f"run {_describe(claim)}: {reason}; retrying from its checkpoint")
+        """A worker died under the run: retry it (from its checkpoint) or give up on it.
+
+        Only these deaths count against ``max_retries`` (the store's crash count): runs
+        released by Ctrl-C, a killed driver or a full disk are claimed again for free.
+        """
+        try:
+            crashes = self.store.record_crash(claim)
+        except ClaimLost as exc:  # another runner holds it now
+            self.write(f"run {_describe(claim)}: {exc}")
+            self._forget(claim)
+            return
+        if crashes <= self.max_retries:
+            self.write(
+                f"run {_describe(claim)}: {reason}; retrying from its checkpoint "
+                f"(worker crash {crashes}, --max-retries {self.max_retries})"
+            )
             self.store.release_run(claim)
             self._forget(claim)
         else:
-            self.finished(claim, RunOutcome("failed", f"{reason} ({claim.attempts} attempts)"))
+            self.finished(
+                claim, RunOutcome("failed", f"{reason} ({crashes} crashes of its worker)")
+            )
 
     def release_all(self) -> list[Claim]:
         """Put every run in flight back to pending (Ctrl-C); returns them."""

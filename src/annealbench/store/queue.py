@@ -78,13 +78,20 @@ class Worker:
 
 @dataclass(frozen=True)
 class Claim:
-    """A run handed to one worker: write its epochs and result with this object."""
+    """A run handed to one worker: write its epochs and result with this object.
+
+    ``attempts`` counts the run's claims, this one included (every start or resume, after
+    Ctrl-C, a killed driver or a full disk too); ``crashes`` counts the deaths of the worker
+    processes that trained it before (:meth:`RunQueue.record_crash`), what ``--max-retries``
+    limits.
+    """
 
     run_id: int
     run_key: str
     token: str
     config: dict[str, Any]
     attempts: int
+    crashes: int = 0
 
 
 @dataclass(frozen=True)
@@ -233,11 +240,12 @@ class RunQueue(StoreFile):
             return conn.total_changes - before
 
     def retry_failed(self, study_id: int) -> int:
-        """Put the study's failed runs back to pending (their epochs are kept); returns how many."""
+        """Put the study's failed runs back to pending (their epochs are kept) with their crash
+        count reset, so each rerun gets ``--max-retries`` anew; returns how many."""
         with self._write() as conn:
             cursor = conn.execute(
-                "UPDATE run SET status = 'pending', error = NULL, finished_at = NULL "
-                "WHERE study_id = ? AND status = 'failed'",
+                "UPDATE run SET status = 'pending', error = NULL, finished_at = NULL, "
+                "crashes = 0 WHERE study_id = ? AND status = 'failed'",
                 (study_id,),
             )
             return cursor.rowcount
@@ -288,7 +296,7 @@ class RunQueue(StoreFile):
             found = {
                 int(row[0]): row
                 for row in conn.execute(
-                    "SELECT run_id, run_key, config, attempts FROM run WHERE study_id = ? "
+                    "SELECT run_id, run_key, config, attempts, crashes FROM run WHERE study_id = ? "
                     f"AND status = 'pending' AND run_id IN ({marks})",
                     (study_id, *wanted),
                 )
@@ -304,7 +312,8 @@ class RunQueue(StoreFile):
                 ],
             )
         return [
-            Claim(int(row[0]), row[1], token, json.loads(row[2]), int(row[3]) + 1) for row in rows
+            Claim(int(row[0]), row[1], token, json.loads(row[2]), int(row[3]) + 1, int(row[4]))
+            for row in rows
         ]
 
     def claim_next(
@@ -379,8 +388,21 @@ class RunQueue(StoreFile):
                 ),
             )
 
+    def record_crash(self, claim: Claim) -> int:
+        """Count a death of the worker process training the claimed run (it stays claimed:
+        release or fail it next); returns the run's crashes so far. Raises ClaimLost if
+        another process holds the run now."""
+        with self._write() as conn:
+            _owned(conn, claim)
+            conn.execute("UPDATE run SET crashes = crashes + 1 WHERE run_id = ?", (claim.run_id,))
+            row = conn.execute("SELECT crashes FROM run WHERE run_id = ?", (claim.run_id,))
+            return int(row.fetchone()[0])
+
     def release_run(self, claim: Claim) -> None:
-        """Give a claimed run back (pending) so a later `annealbench run` continues it."""
+        """Give a claimed run back (pending) so a later `annealbench run` continues it.
+
+        Not a crash: Ctrl-C, a stopped driver and the like release runs without counting
+        anything against ``--max-retries``; :meth:`record_crash` counts a dead worker."""
         with self._write() as conn:
             conn.execute(
                 "UPDATE run SET status = 'pending', claim = NULL, pid = NULL, pid_start = NULL "

@@ -53,14 +53,19 @@ class StoreReaders(StoreFile):
 
         where = "" if study is None else "WHERE s.name = ?"
         params = () if study is None else (study,)
+        # A version 1 store read without upgrading it has no crash counts.
+        crashes = "r.crashes" if "crashes" in self._run_columns else "0 AS crashes"
         try:
-            return pd.read_sql_query(sql.format(where=where), self._conn, params=params)
+            return pd.read_sql_query(
+                sql.format(where=where, crashes=crashes), self._conn, params=params
+            )
         except (sqlite3.Error, pd.errors.DatabaseError) as exc:
             raise StoreError(f"cannot read results store {self.path}: {exc}") from exc
 
     def runs_frame(self, study: str | None = None) -> pd.DataFrame:
         """One row per run: run_id, study, dataset, model, method, seed, epochs, status, error,
-        plus run_key, batch_size, subset, step_per, attempts, epochs_done, config, environment
+        plus run_key, batch_size, subset, step_per, attempts (claims, resumes included),
+        crashes (worker deaths, what --max-retries limits), epochs_done, config, environment
         and timestamps."""
         return self._frame(
             """
@@ -69,7 +74,7 @@ class StoreReaders(StoreFile):
                    json_extract(r.config, '$.batch_size') AS batch_size,
                    json_extract(r.config, '$.subset') AS subset,
                    json_extract(r.config, '$.step_per') AS step_per,
-                   r.attempts,
+                   r.attempts, {crashes},
                    (SELECT count(*) FROM epoch e WHERE e.run_id = r.run_id) AS epochs_done,
                    r.config, r.environment, r.created_at, r.started_at, r.finished_at
             FROM run r JOIN study s USING (study_id) {where}

@@ -1,7 +1,11 @@
 """The store's file: its schema, and opening, creating and checking it; the write transaction.
 
 Every write is one ``BEGIN IMMEDIATE`` transaction and the file is in WAL mode, so any
-number of processes can share one store.
+number of processes on one host can share one store. WAL mode needs memory shared by those
+processes, so a store on a network filesystem (:data:`NETWORK_FILESYSTEMS`, found by
+:func:`filesystem_type`) is refused for writing; reading it there is allowed. Only a regular
+file (or a path where nothing is yet) is ever opened: a FIFO, a device, a folder or a socket
+is refused before anything opens it.
 
 Schema (``PRAGMA application_id`` = :data:`APPLICATION_ID`, ``PRAGMA user_version`` =
 :data:`SCHEMA_VERSION`):
@@ -12,9 +16,12 @@ Schema (``PRAGMA application_id`` = :data:`APPLICATION_ID`, ``PRAGMA user_versio
     One row per study; ``settings`` is its grid and options. A rerun must match them.
 ``run(run_id, study_id, run_key, dataset, model, method, seed, epochs, config JSON, status,
 error, attempts, claim, host, pid, pid_start, heartbeat, environment JSON, created_at,
-started_at, finished_at)``
+started_at, finished_at, crashes)``
     One row per (study, configuration); ``status`` is pending, running, done, diverged or
     failed; ``claim``/``host``/``pid``/``heartbeat`` identify the process training it.
+    ``attempts`` counts claims (every start or resume); ``crashes`` counts deaths of the
+    worker process training it, what ``--max-retries`` limits (schema version 2; a version 1
+    store gains the column, at 0, when it is opened for writing).
 ``epoch(run_id, epoch, lr, train_loss, train_acc, test_loss, test_acc, wall_time)``
     One row per finished epoch (1-based); accuracies in percent, losses per sample.
 """
@@ -23,8 +30,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
 import sqlite3
 import stat
+import tempfile
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -37,15 +47,22 @@ __all__ = [
     "APPLICATION_ID",
     "EPOCH_FIELDS",
     "FINAL_STATUSES",
+    "MOUNTINFO",
+    "NETWORK_FILESYSTEMS",
     "SCHEMA",
     "SCHEMA_VERSION",
     "STATUSES",
     "StoreFile",
     "check_header",
+    "check_local",
+    "check_regular",
     "check_version",
     "check_writable",
     "connect",
     "create",
+    "filesystem_type",
+    "folder_writable",
+    "migrate",
     "now",
     "translate",
 ]
@@ -53,14 +70,38 @@ __all__ = [
 #: ``PRAGMA application_id`` of every annealbench store: the bytes ``ANLB``.
 APPLICATION_ID = 0x414E4C42
 #: Bumped whenever the schema changes; a store with a larger version is refused.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: Statuses a run can have; the last three are final.
 STATUSES = ("pending", "running", "done", "diverged", "failed")
 FINAL_STATUSES = ("done", "diverged", "failed")
 #: The metric columns of ``epoch``, after its key (run_id, epoch).
 EPOCH_FIELDS = ("lr", "train_loss", "train_acc", "test_loss", "test_acc", "wall_time")
 
+#: Filesystem types (as ``/proc/self/mountinfo`` names them) that several hosts share: a
+#: store there is refused for writing, as SQLite's WAL mode needs one host's shared memory.
+NETWORK_FILESYSTEMS = frozenset(
+    {
+        "9p", "afs", "beegfs", "ceph", "cifs", "coda", "davfs", "fuse.ceph", "fuse.ceph-fuse",
+        "fuse.davfs2", "fuse.gcsfuse", "fuse.glusterfs", "fuse.juicefs", "fuse.rclone",
+        "fuse.s3fs", "fuse.sshfs", "gfs2", "glusterfs", "gpfs", "lustre", "ncpfs", "nfs",
+        "nfs4", "ocfs2", "orangefs", "panfs", "pvfs2", "smb2", "smb3", "smbfs", "sshfs",
+        "wekafs",
+    }
+)  # fmt: skip
+
+#: Where :func:`filesystem_type` reads the mounts by default (Linux).
+MOUNTINFO = "/proc/self/mountinfo"
+
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+_WRITE_BITS = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
+_SIDE_FILES = ("-wal", "-shm", "-journal")
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 SCHEMA = f"""
 CREATE TABLE meta (
@@ -96,6 +137,7 @@ CREATE TABLE run (
     created_at  TEXT NOT NULL,
     started_at  TEXT,
     finished_at TEXT,
+    crashes     INTEGER NOT NULL DEFAULT 0,
     UNIQUE (study_id, run_key)
 );
 CREATE INDEX run_grid ON run (study_id, dataset, model, method, seed);
@@ -152,11 +194,95 @@ def check_header(path: Path) -> None:
     check_version(path, version)
 
 
+def check_regular(path: Path) -> int | None:
+    """The size of the regular file at ``path`` (symlinks followed), None if nothing is there.
+
+    Anything else (a FIFO, a device such as /dev/null, a folder, a socket), at ``path`` or at
+    one of SQLite's side files (``-wal``, ``-shm``, ``-journal``), is refused by its
+    ``stat`` alone: it is never opened (reading a FIFO would hang) nor replaced.
+    """
+    size = None
+    for candidate in (path, *(Path(f"{path}{suffix}") for suffix in _SIDE_FILES)):
+        try:
+            info = candidate.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as exc:
+            raise StoreError(f"cannot inspect {candidate}: {exc.strerror}") from exc
+        if not stat.S_ISREG(info.st_mode):
+            kind = next((k for test, k in _KINDS if test(info.st_mode)), "not a regular file")
+            raise StoreError(
+                f"{candidate} is {kind}, not a results store file; pass a --store path to a "
+                "regular file or to a new file in a folder. It was left untouched."
+            )
+        if candidate == path:
+            size = info.st_size
+    return size
+
+
+def _unescape(field: str) -> str:
+    """A mountinfo path field with its octal escapes (``\\040`` for a space) decoded."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def _mount_of(path: Path, mountinfo: str | os.PathLike[str]) -> tuple[str, str] | None:
+    """(mount point, filesystem type) of the mount holding ``path``, or None if unknown."""
+    try:
+        lines = Path(mountinfo).read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    target = os.path.realpath(path)
+    best: tuple[str, str] | None = None
+    for line in lines:
+        left, sep, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if not sep or len(fields) < 5 or not tail:
+            continue
+        point = _unescape(fields[4])
+        inside = point == "/" or target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and (best is None or len(point) >= len(best[0])):  # later mounts stack on top
+            best = (point, tail[0])
+    return best
+
+
+def filesystem_type(
+    path: str | os.PathLike[str], mountinfo: str | os.PathLike[str] | None = None
+) -> str | None:
+    """The type (``ext4``, ``nfs4``, ``lustre``...) of the filesystem holding ``path``.
+
+    Read from ``mountinfo`` (default :data:`MOUNTINFO`): the mount whose mount point
+    is the longest prefix of the resolved path. None where that is unknown (not Linux).
+    """
+    found = _mount_of(Path(path), mountinfo or MOUNTINFO)
+    return None if found is None else found[1]
+
+
+def check_local(path: Path, mountinfo: str | os.PathLike[str] | None = None) -> None:
+    """Refuse to write a store on a network filesystem (:data:`NETWORK_FILESYSTEMS`).
+
+    SQLite's WAL mode coordinates writers through memory shared on one host, and network
+    filesystems' locks are unreliable: processes on several hosts writing one store there
+    can corrupt it. Opening such a store read-only is allowed (nothing is written).
+    """
+    found = _mount_of(path.parent, mountinfo or MOUNTINFO)
+    if found is None or found[1] not in NETWORK_FILESYSTEMS:
+        return
+    raise StoreError(
+        f"results store {path} is on a network filesystem ({found[1]} mounted at {found[0]}), "
+        "where SQLite cannot keep the store safe from corruption. Keep the store on a local "
+        "disk (e.g. --store /tmp/annealbench.sqlite or node-local scratch), run the study "
+        "from one driver there (--executor ray spreads its runs over several machines), and "
+        "copy the file where you need it afterwards; reading a store on a network filesystem "
+        "(status, export, report) is fine. Nothing was changed."
+    )
+
+
 def check_writable(path: Path, exists: bool) -> None:
     """A store whose file or folder has no write permission is refused up front.
 
-    The file mode is checked as well as ``os.access``: root may write anything, but a
-    file with every write bit removed was meant to stay as it is.
+    The modes are checked as well as ``os.access``: root may write anything, but a file
+    without user and group write bits, or a folder without any write bit (``chmod 555``),
+    was meant to stay as it is.
     """
     if exists:
         mode = path.stat().st_mode
@@ -170,11 +296,21 @@ def check_writable(path: Path, exists: bool) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot create the folder {folder}: {exc.strerror}") from exc
-    if not os.access(folder, os.W_OK):
+    if not folder_writable(folder):
         raise StoreError(
-            f"the folder {folder} is read-only; SQLite needs to write its journal next to "
-            "the store. Pass a --store in a writable folder."
+            f"the folder {folder} is read-only (mode {stat.filemode(folder.stat().st_mode)}); "
+            "SQLite needs to write its journal next to the store. Make the folder writable "
+            "(chmod u+w) or pass a --store in a writable folder. Nothing was changed."
         )
+
+
+def folder_writable(folder: Path) -> bool:
+    """Whether ``folder`` may be written: ``os.access`` and, for root, its write bits."""
+    try:
+        mode = folder.stat().st_mode
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK) and bool(mode & _WRITE_BITS)
 
 
 def translate(path: Path, exc: sqlite3.Error, action: str) -> StoreError:
@@ -230,23 +366,26 @@ def create(path: Path) -> None:
     """Build a new store beside ``path`` and link it into place in one step.
 
     Processes racing to create the same store never see a half-made file: each builds
-    its own, exactly one link succeeds, and the others open the winner's file.
+    its own, exactly one link succeeds, and the others open the winner's file. An empty
+    regular file at ``path`` counts as no store and is replaced; anything else that is not
+    a regular file is refused (:func:`check_regular`), checked again just before the swap.
     """
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.new")
+    target = Path(os.path.realpath(path))  # a symlink's target is replaced, not the link
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.new")
     try:
         _build(tmp)
-        if path.exists():  # an empty file stands there: a store may replace it
-            if path.stat().st_size == 0:
-                os.replace(tmp, path)
-        else:
+        size = check_regular(target)
+        if size == 0:  # an empty file stands there: a store may replace it
+            os.replace(tmp, target)
+        elif size is None:
             with contextlib.suppress(FileExistsError):  # another process won the race
-                os.link(tmp, path)
+                os.link(tmp, target)
     except sqlite3.Error as exc:
         raise translate(path, exc, "create") from exc
     except OSError as exc:
         raise StoreError(f"cannot create results store {path}: {exc.strerror}") from exc
     finally:
-        for suffix in ("", "-wal", "-shm", "-journal"):
+        for suffix in ("", *_SIDE_FILES):
             Path(f"{tmp}{suffix}").unlink(missing_ok=True)
 
 
@@ -257,17 +396,61 @@ def _open_uri(path: Path, option: str) -> sqlite3.Connection:
     return conn
 
 
+def _snapshot(path: Path) -> sqlite3.Connection:
+    """An in-memory copy of the store with its ``-wal`` file replayed; the originals are
+    only read. For a store in a folder that may not be written, where SQLite cannot make
+    the ``-shm`` file it needs to read the WAL in place."""
+    with tempfile.TemporaryDirectory(prefix="annealbench-store-") as folder:
+        copy = Path(folder) / path.name
+        shutil.copyfile(path, copy)
+        shutil.copyfile(f"{path}-wal", f"{copy}-wal")
+        source = sqlite3.connect(copy, isolation_level=None)
+        memory = sqlite3.connect(":memory:", isolation_level=None)
+        try:
+            source.backup(memory)
+        except BaseException:
+            memory.close()
+            raise
+        finally:
+            source.close()
+    return memory
+
+
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    """A read-only connection that sees every committed write, WAL included."""
+    if folder_writable(path.parent):
+        conn = None
+        try:
+            conn = _open_uri(path, "mode=ro")
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.OperationalError:  # e.g. the -shm file cannot be made
+            if conn is not None:
+                conn.close()
+    wal = Path(f"{path}-wal")
+    if wal.exists() and wal.stat().st_size > 0:  # recent writes are still in the WAL
+        try:
+            return _snapshot(path)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot read the recent results of {path}: they are in {wal}, which SQLite "
+                f"cannot read in this read-only folder, and copying it failed ({exc}). Copy "
+                "the store and its -wal file to a writable folder and read the copy."
+            ) from exc
+    # No WAL to replay: immutable=1 reads the main file alone, without making a -shm file.
+    return _open_uri(path, "immutable=1")
+
+
 def connect(path: Path, readonly: bool) -> sqlite3.Connection:
-    """An autocommit connection (transactions are explicit) with foreign keys on."""
+    """An autocommit connection (transactions are explicit) with foreign keys on.
+
+    Read-only, in a folder that may not be written (or by root, ``chmod 555``), nothing is
+    created beside the store: a store with a non-empty ``-wal`` file is read from an
+    in-memory copy with the WAL replayed, else the main file is read as immutable.
+    """
     try:
         if readonly:
-            try:
-                conn = _open_uri(path, "mode=ro")
-                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            except sqlite3.OperationalError:
-                # A WAL database in a read-only folder cannot create its -shm file;
-                # immutable=1 reads the main file alone (a writer there would be ignored).
-                conn = _open_uri(path, "immutable=1")
+            conn = _connect_readonly(path)
         else:
             conn = sqlite3.connect(path, timeout=60.0, isolation_level=None)
             conn.execute("PRAGMA busy_timeout = 60000")
@@ -275,6 +458,32 @@ def connect(path: Path, readonly: bool) -> sqlite3.Connection:
     except sqlite3.Error as exc:
         raise translate(path, exc, "open") from exc
     return conn
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring a writable store of an older schema version to :data:`SCHEMA_VERSION`.
+
+    Version 1 -> 2 adds ``run.crashes`` (0 for every run). One transaction: a crash leaves
+    the old version intact, and processes opening the store at once upgrade it once.
+    """
+    if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+        return
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute("PRAGMA user_version").fetchone()[0] < 2:
+                conn.execute("ALTER TABLE run ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute(
+                "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as exc:
+        raise translate(path, exc, "upgrade") from exc
 
 
 def _check_schema(conn: sqlite3.Connection, path: Path, readonly: bool) -> None:
@@ -303,18 +512,22 @@ class StoreFile:
     def __init__(self, path: str | os.PathLike[str], readonly: bool = False) -> None:
         self.path = Path(path)
         self.readonly = readonly
-        exists = self.path.exists() and self.path.stat().st_size > 0
+        exists = bool(check_regular(self.path))  # an empty file counts as no store
         if exists:
             check_header(self.path)
         elif readonly:
             raise StoreError(f"no results store at {self.path}; run `annealbench run` first")
         if not readonly:
+            check_local(self.path)
             check_writable(self.path, exists)
             if not exists:
                 create(self.path)
                 check_header(self.path)
         self._conn = connect(self.path, readonly)
         _check_schema(self._conn, self.path, readonly)
+        if not readonly:
+            migrate(self._conn, self.path)
+        self._run_columns = {row[1] for row in self._conn.execute("PRAGMA table_info(run)")}
 
     def close(self) -> None:
         self._conn.close()
