@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import dataclasses
 import functools
+import importlib.util
 import math
 import os
 import signal
@@ -523,6 +524,47 @@ class RayExecutor:
             self.started_here = False
 
 
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_options(
+    name: str,
+    *,
+    workers: int | str = 1,
+    threads: int | None = None,
+    address: str | None = None,
+    cpus_per_run: float = 1.0,
+    gpu_fraction: float | None = None,
+    max_retries: int = 2,
+) -> None:
+    """Raise ExecutorError for options executor ``name`` cannot honour, before anything
+    starts or is stored: the checks :func:`make` makes, without starting workers or Ray."""
+    if name not in EXECUTORS:
+        raise ExecutorError(f"unknown executor {name!r}; valid: {', '.join(EXECUTORS)}")
+    if workers != "auto" and (not _whole(workers) or workers < 1):
+        raise ExecutorError(f"--workers must be 'auto' or an integer >= 1, got {workers!r}")
+    if threads is not None and (not _whole(threads) or threads < 1):
+        raise ExecutorError(
+            f"--threads must be an integer >= 1 (CPU threads per worker), got {threads!r}; "
+            "leave it out for the default ((cores - 1) / workers)"
+        )
+    if not _whole(max_retries) or max_retries < 0:
+        raise ExecutorError(
+            f"--max-retries must be an integer >= 0 (0: never retry a run whose worker "
+            f"died), got {max_retries!r}"
+        )
+    number = isinstance(cpus_per_run, (int, float)) and not isinstance(cpus_per_run, bool)
+    if not number or not math.isfinite(cpus_per_run) or cpus_per_run <= 0:
+        raise ExecutorError(f"--cpus-per-run must be a number > 0, got {cpus_per_run!r}")
+    if gpu_fraction is not None and not 0 < gpu_fraction <= 1:
+        raise ExecutorError(f"--gpu-fraction must be in (0, 1], got {gpu_fraction}")
+    if name == "local" and (address is not None or gpu_fraction is not None):
+        raise ExecutorError("--address and --gpu-fraction apply to --executor ray only")
+    if name == "ray" and importlib.util.find_spec("ray") is None:
+        _import_ray()  # raises the install hint
+
+
 def make(
     name: str,
     *,
@@ -536,29 +578,27 @@ def make(
     progress: bool = False,
     device: str = "auto",
 ) -> Any:
-    """The executor called ``name`` ("local" or "ray")."""
+    """The executor called ``name`` ("local" or "ray"); options checked by
+    :func:`check_options`."""
+    check_options(
+        name, workers=workers, threads=threads, address=address, cpus_per_run=cpus_per_run,
+        gpu_fraction=gpu_fraction, max_retries=max_retries,
+    )  # fmt: skip
     root = None if data_root is None else str(data_root)
     if workers == "auto":
         workers = auto_workers(device) if name == "local" else 1
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ExecutorError(f"--workers must be 'auto' or an integer >= 1, got {workers!r}")
-    if gpu_fraction is not None and not 0 < gpu_fraction <= 1:
-        raise ExecutorError(f"--gpu-fraction must be in (0, 1], got {gpu_fraction}")
     if name == "local":
-        if address is not None or gpu_fraction is not None:
-            raise ExecutorError("--address and --gpu-fraction apply to --executor ray only")
         if workers == 1:
             return InlineExecutor(threads, root, progress and sys.stderr.isatty())
-        return ProcessExecutor(workers, threads, root, device)
-    if name == "ray":
-        return RayExecutor(address, cpus_per_run, gpu_fraction, max_retries, root)
-    raise ExecutorError(f"unknown executor {name!r}; valid: {', '.join(EXECUTORS)}")
+        return ProcessExecutor(int(workers), threads, root, device)
+    return RayExecutor(address, cpus_per_run, gpu_fraction, max_retries, root)
 
 
 __all__ = [
     "EXECUTORS",
     "ExecutorError",
     "auto_workers",
+    "check_options",
     "environment",
     "execute",
     "execute_group",

@@ -23,6 +23,8 @@ Users add their own with :func:`register` or a TOML file read by :func:`load_fil
 
 from __future__ import annotations
 
+import inspect
+import math
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -91,15 +93,30 @@ class Method:
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
             raise MethodError("a method needs a non-empty name")
-        if self.optimizer not in OPTIMIZERS:
+        if not isinstance(self.optimizer, str) or self.optimizer not in OPTIMIZERS:
             raise MethodError(
                 f"method {self.name!r}: unknown optimizer {self.optimizer!r}; "
                 f"valid: {', '.join(OPTIMIZERS)}"
             )
+        for setting, example in (
+            ("schedule_settings", "{ lr_up = 0.2 }"),
+            ("optimizer_settings", "{ weight_decay = 0.01 }"),
+        ):
+            if not isinstance(getattr(self, setting), Mapping):
+                raise MethodError(
+                    f"method {self.name!r}: {setting} must be a table such as {example}, "
+                    f"got {getattr(self, setting)!r}"
+                )
         if self.schedule is not None:
             self.schedule_for("nn2")  # fail now, not at training time
         elif self.lr is not None:
-            schedules.Constant(self.lr)
+            try:
+                schedules.Constant(self.lr)
+            except schedules.ScheduleError as exc:
+                raise MethodError(
+                    f"method {self.name!r}: {exc}; give a positive, finite rate such as "
+                    "lr = 0.01, or a schedule"
+                ) from None
         elif self.optimizer in ("sgd",):
             raise MethodError(f"method {self.name!r}: give a schedule or a constant lr")
 
@@ -108,7 +125,7 @@ class Method:
         if self.schedule is not None:
             try:
                 return schedules.get(self.schedule, **dict(self.schedule_settings))
-            except schedules.ScheduleError as exc:
+            except (TypeError, ValueError) as exc:  # ScheduleError, or a setting of a bad type
                 raise MethodError(f"method {self.name!r}: {exc}") from None
         if self.lr is not None:
             return schedules.Constant(self.lr)
@@ -119,11 +136,22 @@ class Method:
         return schedules.Constant(ADAPTIVE_LR_DEEP if deep else ADAPTIVE_LR_SHALLOW)
 
     def make_optimizer(self, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
-        """A fresh optimizer; its rate is set every step by the scheduler."""
+        """A fresh optimizer; its rate is set every step by the scheduler.
+
+        MethodError for settings the optimizer refuses (an unknown name, a negative
+        momentum, a non-finite number), naming the settings it takes.
+        """
         import torch
 
         params = list(params)
         settings = {**OPTIMIZERS[self.optimizer], **dict(self.optimizer_settings)}
+        cls = {
+            "sgd": torch.optim.SGD,
+            "rmsprop": torch.optim.RMSprop,
+            "adam": torch.optim.Adam,
+            "adamw": torch.optim.AdamW,
+        }[self.optimizer]
+        self._check_settings(settings, cls)
         # One fused kernel per tensor instead of a chain of small ops: the same update
         # (up to rounding), about 10% faster per step for nn2 on the CPU.
         if self.optimizer in _FUSED and "fused" not in settings and "foreach" not in settings:
@@ -131,16 +159,38 @@ class Method:
                 p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float64)
                 for p in params
             )
-        cls = {
-            "sgd": torch.optim.SGD,
-            "rmsprop": torch.optim.RMSprop,
-            "adam": torch.optim.Adam,
-            "adamw": torch.optim.AdamW,
-        }[self.optimizer]
         try:
             return cls(params, lr=1.0, **settings)
-        except TypeError as exc:
-            raise MethodError(f"method {self.name!r}: bad optimizer setting: {exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise MethodError(
+                f"method {self.name!r}: bad optimizer_settings {dict(self.optimizer_settings)}: "
+                f"{exc}; {self.optimizer} takes {', '.join(_settings_of(cls))}"
+            ) from None
+
+    def _check_settings(self, settings: Mapping[str, Any], cls: type) -> None:
+        """Refuse what torch would accept silently: ``lr`` (set by the schedule) and
+        non-finite numbers (a NaN weight decay trains to NaN)."""
+        if "lr" in self.optimizer_settings:
+            raise MethodError(
+                f"method {self.name!r}: optimizer_settings may not set lr (the rate comes "
+                "from the method's schedule or lr); give lr = ... or a schedule instead"
+            )
+        for key, value in settings.items():
+            values = value if isinstance(value, (list, tuple)) else [value]
+            if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+                raise MethodError(
+                    f"method {self.name!r}: optimizer_settings.{key} must be finite, got "
+                    f"{value!r}; {self.optimizer} takes {', '.join(_settings_of(cls))}"
+                )
+
+    def validate(self) -> None:
+        """Raise MethodError unless this method can train: its optimizer is built on a probe
+        tensor (torch checks every setting) and its schedule for shallow and deep models."""
+        import torch
+
+        self.make_optimizer([torch.zeros(1, requires_grad=True)])
+        for deep in (False, True):
+            self.schedule_for("", deep=deep)
 
     def to_config(self) -> dict[str, Any]:
         return {
@@ -160,6 +210,12 @@ class Method:
         if unknown:
             raise MethodError(f"unknown method settings {unknown}; valid: {sorted(known)}")
         return cls(**dict(config))
+
+
+def _settings_of(cls: type) -> list[str]:
+    """The keyword settings a torch optimizer class takes (params and lr left out)."""
+    parameters = inspect.signature(cls).parameters
+    return [name for name in parameters if name not in ("self", "params", "lr")]
 
 
 def _paper() -> dict[str, Method]:
@@ -207,14 +263,14 @@ def register(method: Method, *, replace: bool = False) -> Method:
 
 
 def load_file(path: str | Path) -> list[Method]:
-    """Register every ``[methods.NAME]`` table of a TOML file; returns them."""
+    """Register every ``[methods.NAME]`` table of a TOML file; returns them.
+
+    Every method is checked (:meth:`Method.validate`) before any is registered, so a file
+    with one bad definition registers none; MethodError names the file, the method and
+    the field.
+    """
     path = Path(path)
-    try:
-        doc = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise MethodError(f"methods file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise MethodError(f"methods file {path} is not valid TOML: {exc}") from None
+    doc = _read_methods_file(path)
     tables = doc.get("methods")
     if not isinstance(tables, dict) or not tables:
         raise MethodError(f"methods file {path} has no [methods.NAME] tables")
@@ -222,5 +278,34 @@ def load_file(path: str | Path) -> list[Method]:
     for name, table in tables.items():
         if not isinstance(table, dict):
             raise MethodError(f"{path}: methods.{name} must be a table")
-        loaded.append(register(Method.from_config({"name": name, **table}), replace=True))
-    return loaded
+        try:
+            method = Method.from_config({"name": name, **table})
+            method.validate()
+        except MethodError as exc:
+            raise MethodError(f"methods file {path}: {exc}") from None
+        loaded.append(method)
+    return [register(method, replace=True) for method in loaded]
+
+
+def _read_methods_file(path: Path) -> dict[str, Any]:
+    """The TOML document of a methods file; MethodError for a path that is not a readable UTF-8
+    file (a folder, a FIFO, a binary file), checked before anything is read."""
+    if not path.exists():
+        raise MethodError(f"methods file {path} does not exist")
+    if path.is_dir():
+        raise MethodError(f"methods file {path} is a folder; give the path of a TOML file")
+    if not path.is_file():
+        raise MethodError(f"methods file {path} is not a regular file; give a TOML file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise MethodError(
+            f"methods file {path} is not a text file (not UTF-8); give a TOML file with "
+            "[methods.NAME] tables"
+        ) from None
+    except OSError as exc:
+        raise MethodError(f"methods file {path} cannot be read: {exc.strerror or exc}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise MethodError(f"methods file {path} is not valid TOML: {exc}") from None

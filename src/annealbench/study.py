@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import shlex
 import sys
 import time
@@ -58,46 +59,19 @@ class Study:
         return len(self.datasets) * len(self.models) * len(self.methods) * self.trials
 
     def validate(self) -> None:
-        """Raise StudyError for an empty grid, unknown names or options."""
-        from annealbench import data, methods, models
+        """Raise StudyError unless every run of the study can train: checked before anything
+        is stored, so a study that cannot run never leaves a row that blocks its name.
 
-        if self.trials < 0:
-            raise StudyError(f"--trials must not be negative, got {self.trials}")
-        empty = [
-            f"--{flag}"
-            for flag, values in (
-                ("datasets", self.datasets),
-                ("models", self.models),
-                ("methods", self.methods),
-            )
-            if not values
-        ]
-        if empty or self.trials == 0:
-            what = ", ".join(empty + (["--trials 0"] if self.trials == 0 else []))
-            raise StudyError(f"the grid has zero runs ({what} empty); give at least one of each")
-        for kind, given, valid in (
-            ("dataset", self.datasets, data.names()),
-            ("model", self.models, models.names()),
-            ("method", self.methods, methods.names()),
-        ):
-            unknown = [name for name in given if name not in valid]
-            if unknown:
-                raise StudyError(
-                    f"unknown {kind} {', '.join(map(repr, unknown))}; valid: {', '.join(valid)}"
-                )
-            duplicated = sorted({name for name in given if given.count(name) > 1})
-            if duplicated:
-                raise StudyError(f"{kind} {', '.join(duplicated)} listed twice")
-        known = set(RunConfig.__dataclass_fields__) - set(GRID_FIELDS)
-        unknown_options = sorted(set(self.options) - known)
-        if unknown_options:
-            raise StudyError(
-                f"unknown run options {unknown_options}; valid: {', '.join(sorted(known))}"
-            )
-        try:
-            self.template().validate()
-        except (TypeError, ValueError) as exc:
-            raise StudyError(f"bad run options: {exc}") from exc
+        Covers the name, the grid (names, duplicates, size), every run option (types,
+        ranges, ``subset`` against each dataset's training set, each model against each
+        dataset's image size) and every method (its optimizer built on a probe tensor, its
+        schedule built).
+        """
+        _check_name(self.name)
+        _check_grid(self)
+        _check_options(self)
+        _check_methods(self)
+        _check_fit(self)
 
     def template(self) -> Any:
         """The RunConfig of the grid's first run: every option with defaults filled in."""
@@ -142,6 +116,125 @@ class Study:
         if custom:
             settings["custom_methods"] = custom
         return settings
+
+
+#: SQLite stores integers in 64 bits: a larger epoch count or seed cannot be stored.
+MAX_INTEGER = 2**63 - 1
+#: The most runs one study may hold (the paper's whole grid is 2,760).
+MAX_RUNS = 1_000_000
+
+
+def _check_name(name: object) -> None:
+    if not isinstance(name, str) or not name.strip():
+        raise StudyError(
+            f"the study name must be a non-empty string, got {name!r}; give --study NAME "
+            "(or leave --study out for the preset's name, or 'default')"
+        )
+
+
+def _check_grid(study: Study) -> None:
+    """The grid: known, distinct names, at least one run and at most :data:`MAX_RUNS`."""
+    from annealbench import data, methods, models
+
+    trials = study.trials
+    if isinstance(trials, bool) or not isinstance(trials, int):
+        raise StudyError(f"--trials must be a whole number, got {trials!r}")
+    if trials < 0:
+        raise StudyError(f"--trials must not be negative, got {trials}; give at least 1")
+    empty = [
+        f"--{flag}"
+        for flag, values in (
+            ("datasets", study.datasets),
+            ("models", study.models),
+            ("methods", study.methods),
+        )
+        if not values
+    ]
+    if empty or trials == 0:
+        what = ", ".join(empty + (["--trials 0"] if trials == 0 else []))
+        raise StudyError(f"the grid has zero runs ({what} empty); give at least one of each")
+    for kind, given, valid in (
+        ("dataset", study.datasets, data.names()),
+        ("model", study.models, models.names()),
+        ("method", study.methods, methods.names()),
+    ):
+        unknown = [name for name in given if name not in valid]
+        if unknown:
+            raise StudyError(
+                f"unknown {kind} {', '.join(map(repr, unknown))}; valid: {', '.join(valid)}"
+            )
+        duplicated = sorted({name for name in given if given.count(name) > 1})
+        if duplicated:
+            raise StudyError(f"{kind} {', '.join(duplicated)} listed twice")
+    if study.n_runs > MAX_RUNS:
+        raise StudyError(
+            f"the grid has {study.n_runs:,} runs; one study holds at most {MAX_RUNS:,}: "
+            "give fewer --trials or split the grid into several studies"
+        )
+
+
+def _check_options(study: Study) -> None:
+    """Every run option: known, of its type, in its range, storable."""
+    from annealbench import data
+
+    known = set(RunConfig.__dataclass_fields__) - set(GRID_FIELDS)
+    unknown_options = sorted(set(study.options) - known)
+    if unknown_options:
+        raise StudyError(
+            f"unknown run options {unknown_options}; valid: {', '.join(sorted(known))}"
+        )
+    try:
+        template = study.template()
+        template.validate()
+    except (TypeError, ValueError) as exc:
+        raise StudyError(f"bad run options: {exc}") from exc
+    for name in ("epochs", "batch_size", "subset"):
+        value = getattr(template, name)
+        if value is not None and value > MAX_INTEGER:
+            raise StudyError(
+                f"--{name.replace('_', '-')} {value} is too large: the store keeps whole "
+                f"numbers up to {MAX_INTEGER}; give a smaller number"
+            )
+    for name in ("channels_last", "bf16", "compile"):
+        if not isinstance(getattr(template, name), bool):
+            raise StudyError(f"{name} must be true or false, got {getattr(template, name)!r}")
+    if template.subset is not None:
+        for dataset in study.datasets:
+            size = data.spec(dataset).train_size
+            if template.subset > size:
+                raise StudyError(
+                    f"--subset {template.subset} is more than the {size:,} training images of "
+                    f"{dataset}; give at most {size}, or leave --subset out for all of them"
+                )
+
+
+def _check_methods(study: Study) -> None:
+    """Every method can train: its optimizer is built on a probe tensor, its schedule
+    built (a user method's definition is the one its runs carry)."""
+    from annealbench.errors import MethodError
+
+    template = study.template()
+    for method in study.methods:
+        try:
+            replace(template, method=method, custom_method=None).method_spec().validate()
+        except (MethodError, ConfigError) as exc:
+            raise StudyError(f"method {method!r} cannot train: {exc}") from None
+
+
+def _check_fit(study: Study) -> None:
+    """Every model takes every dataset's images (the CIFAR-form models need 32x32)."""
+    from annealbench import data, models
+
+    for dataset in study.datasets:
+        channels, height, width = data.spec(dataset).input_shape
+        for model in study.models:
+            size = models.spec(model).input_size
+            if size is not None and (height, width) != tuple(size):
+                raise StudyError(
+                    f"model {model} does not fit {dataset}: it is the CIFAR form and needs "
+                    f"C×{size[0]}×{size[1]} images (svhn, cifar10, cifar100), {dataset} has "
+                    f"{channels}×{height}×{width}; drop one of them from the grid"
+                )
 
 
 # -- presets -----------------------------------------------------------------------------
@@ -310,6 +403,65 @@ def check_batched(study: Study, batched: str, executor: str = "local") -> None:
 
 def default_checkpoint_dir(store_path: str | Path) -> Path:
     return Path(f"{store_path}.checkpoints")
+
+
+def preflight(
+    study: Study,
+    store_path: str | Path,
+    *,
+    executor: str = "local",
+    workers: int | str = 1,
+    threads: int | None = None,
+    data_root: str | Path | None = None,
+    checkpoint_dir: str | Path | None = None,
+    address: str | None = None,
+    cpus_per_run: float = 1.0,
+    gpu_fraction: float | None = None,
+    max_retries: int = 2,
+    batched: str = "auto",
+) -> None:
+    """Everything :func:`run_study` checks before it opens the store: the study
+    (:meth:`Study.validate`), ``batched``, the executor's options, the data root, the
+    checkpoint folder and (local executor) the device. Writes nothing; raises an
+    AnnealbenchError naming the option, the bad value and the fix."""
+    from annealbench import data, executors
+    from annealbench.training.parts import resolve_device
+
+    study.validate()
+    check_batched(study, batched, executor)
+    executors.check_options(
+        executor, workers=workers, threads=threads, address=address, cpus_per_run=cpus_per_run,
+        gpu_fraction=gpu_fraction, max_retries=max_retries,
+    )  # fmt: skip
+    root = Path(data_root).expanduser() if data_root is not None else data.default_root()
+    if root.exists() and not root.is_dir():
+        raise StudyError(
+            f"--data-root {root} is not a folder; give the folder that holds (or will hold) "
+            "the datasets, or leave it out for the default"
+        )
+    check_folder(checkpoint_dir or default_checkpoint_dir(store_path), "--checkpoint-dir")
+    if executor == "local":  # a Ray cluster's devices are its nodes', not this machine's
+        resolve_device(study.template().device)
+
+
+def check_folder(folder: str | Path, option: str) -> None:
+    """Raise StudyError unless ``folder`` is, or can be created as, a writable folder
+    (an object-store URI such as ``s3://bucket/prefix`` is left to its filesystem)."""
+    if isinstance(folder, str) and "://" in folder and not folder.startswith("file://"):
+        return
+    path = Path(folder).expanduser()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing == path and not path.is_dir():
+        raise StudyError(f"{option} {path} is not a folder; give a folder (created if missing)")
+    if not existing.is_dir():
+        raise StudyError(
+            f"{option} {path} cannot be created: {existing} is not a folder; give another path"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "is not writable" if existing == path else f"cannot be created in {existing}"
+        raise StudyError(f"{option} {path} {what}; give a folder you can write to")
 
 
 def checkpoint_path(folder: Path, claim: Claim) -> Path:
@@ -534,12 +686,15 @@ def run_study(
     ``workers``: local worker processes, or ``"auto"`` (one per idle core; the command
     line's default). ``batched`` (auto, on, off): whether the local executor trains runs of
     one dataset and model together in one vectorized pass (:func:`group_size`); Ray trains
-    one run per task.
+    one run per task. Everything is checked first (:func:`preflight`): a study that cannot
+    run stores nothing.
     """
     from annealbench import executors
 
-    study.validate()
-    check_batched(study, batched, executor)
+    preflight(study, store_path, executor=executor, workers=workers, threads=threads,
+              data_root=data_root, checkpoint_dir=checkpoint_dir, address=address,
+              cpus_per_run=cpus_per_run, gpu_fraction=gpu_fraction,
+              max_retries=max_retries, batched=batched)  # fmt: skip
     ckpt = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir(store_path)
     with Store(store_path) as store:
         study_id = store.ensure_study(study.name, study.settings())

@@ -3,8 +3,12 @@ export its tables."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import signal
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -141,7 +145,7 @@ def _study_from_options(
             preset, datasets=_split(datasets), models=_split(models),
             methods=_split(methods), trials=trials, **options,
         )  # fmt: skip
-        if study is not None:
+        if study is not None:  # "" too: validation refuses an empty name
             grid = dataclasses.replace(grid, name=study)
         return grid
     if datasets is None or models is None:
@@ -150,7 +154,7 @@ def _study_from_options(
             "(see `annealbench presets`)"
         )
     return Study(
-        name=study or "default",
+        name="default" if study is None else study,
         datasets=_split(datasets) or (),
         models=_split(models) or (),
         methods=_split(methods) if methods is not None else paper_methods(),
@@ -166,27 +170,74 @@ def _run_study_from_options(
     store: Path, grid: dict[str, Any], options: dict[str, Any], run_options: dict[str, Any]
 ) -> None:
     """``annealbench run``'s logic: build the Study from the command's ``grid`` options and
-    ``options`` (the study's run options), run it with ``run_options`` (how to run it), print
-    the outcome; exits non-zero when interrupted or when runs failed."""
+    ``options`` (the study's run options), check it and ``run_options`` (how to run it)
+    before anything is printed or stored, run it, print the outcome; exits non-zero when
+    interrupted or when runs failed."""
+    from annealbench.study import preflight
     from annealbench.study import run_study as run
 
     try:
-        study = _study_from_options(**grid, options=options)
-        print(
-            f"study {study.name!r}: {study.n_runs} runs "
-            f"({len(study.datasets)} datasets x {len(study.models)} models x "
-            f"{len(study.methods)} methods x {study.trials} trials) -> {store}"
-        )
-        # A scheduler's SIGTERM stops the study as cleanly as Ctrl-C.
-        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-        try:
-            how = {**run_options, "workers": _workers(run_options["workers"])}
-            outcome = run(study, store, **how)
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-    except ValueError as exc:  # a Study built from bad command-line values
-        raise fail(str(exc)) from None
+        with _stop_signals():
+            try:
+                study = _study_from_options(**grid, options=options)
+                how = {**run_options, "workers": _workers(run_options["workers"])}
+                preflight(study, store, **{k: v for k, v in how.items() if k != "progress"})
+                print(f"study {study.name!r}: {_grid_line(study)} -> {store}")
+                outcome = run(study, store, **how)
+            except ValueError as exc:  # a Study built from bad command-line values
+                raise fail(str(exc)) from None
+    except KeyboardInterrupt:  # before the study started, or after it stopped
+        typer.secho(
+            "interrupted; whatever was stored is kept. Resume with the same command.",
+            fg=typer.colors.YELLOW, err=True,
+        )  # fmt: skip
+        raise typer.Exit(130) from None
     _print_outcome(outcome, store)
+
+
+def _grid_line(study: Study) -> str:
+    """``12 runs (1 dataset x 1 model x 12 methods x 1 trial)``."""
+
+    def count(n: int, noun: str) -> str:
+        return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+    return (
+        f"{count(study.n_runs, 'run')} ({count(len(study.datasets), 'dataset')} x "
+        f"{count(len(study.models), 'model')} x {count(len(study.methods), 'method')} x "
+        f"{count(study.trials, 'trial')})"
+    )
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[None]:
+    """Ctrl-C (SIGINT) and SIGTERM while a study runs: the first stops it cleanly (a
+    KeyboardInterrupt: run_study gives the runs in flight back); another one, while it
+    stops or exits, ends the process at once, quietly, with status 130.
+
+    The runs a second signal leaves ``running`` are handed out again at once by the next
+    ``annealbench run`` on this host (their process is gone); checkpoints are atomic.
+    """
+    received = 0
+
+    def handler(signum: int, frame: Any) -> None:
+        nonlocal received
+        received += 1
+        if received == 1:
+            raise KeyboardInterrupt
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+        os.write(2, b"\ninterrupted again: exiting now; rerun the same command to resume\n")
+        os._exit(130)
+
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, handler) for signum in signals}
+    try:
+        yield
+    finally:
+        # After a signal the command only prints and exits: ignore any more (a handler
+        # would be reset at interpreter shutdown, and the signal would kill the process).
+        for signum, old in previous.items():
+            signal.signal(signum, signal.SIG_IGN if received else old)
 
 
 def _print_outcome(outcome: StudyOutcome, store: Path) -> None:

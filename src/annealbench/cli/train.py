@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from annealbench.cli.app import app, fail
+from annealbench.errors import UsageError
 from annealbench.training.config import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS
 
 
@@ -43,30 +45,18 @@ def train_command(
     from rich.console import Console
     from rich.table import Table
 
-    from annealbench import methods
-    from annealbench.training import RunConfig, train
+    from annealbench.training import train
 
     if threads is not None:
         import torch
 
         torch.set_num_threads(threads)
     try:
-        if methods_file is not None:
-            methods.load_file(methods_file)
-        config = RunConfig(
-            dataset=dataset,
-            model=model,
-            method=method,
-            seed=seed,
-            epochs=epochs,
-            batch_size=batch_size,
-            subset=subset,
-            step_per=step_per,  # type: ignore[arg-type]
-            device=device,
-            channels_last=channels_last,
-            bf16=bf16,
-            compile=compile_model,
-        )
+        config = _checked_config(
+            methods_file, data_root, checkpoint, dataset=dataset, model=model, method=method,
+            seed=seed, epochs=epochs, batch_size=batch_size, subset=subset, step_per=step_per,
+            device=device, channels_last=channels_last, bf16=bf16, compile=compile_model,
+        )  # fmt: skip
         result = train(config, data_root=data_root, checkpoint_path=checkpoint, progress=True)
     except ValueError as exc:  # arguments torch or the data layer refuse
         raise fail(str(exc)) from None
@@ -87,3 +77,36 @@ def train_command(
     if result.status == "diverged":
         typer.secho(f"run diverged: {result.error}", fg=typer.colors.YELLOW, err=True)
         raise typer.Exit(1)
+
+
+def _checked_config(
+    methods_file: Path | None, data_root: Path | None, checkpoint: Path | None, **fields: Any
+) -> Any:
+    """The run ``train`` asks for, checked as a one-run study is (names, options, ``subset``
+    against the dataset, the method's optimizer and schedule) before any data is loaded;
+    ``--data-root`` must be a folder and ``--checkpoint`` a regular file where they exist
+    (a FIFO would block the first read forever). Raises ValueError naming the problem."""
+    from annealbench import methods
+    from annealbench.study import Study, check_folder
+    from annealbench.training import RunConfig
+
+    if methods_file is not None:
+        methods.load_file(methods_file)
+    grid = {key: fields.pop(key) for key in ("dataset", "model", "method")}
+    seed = fields.pop("seed")
+    Study("train", (grid["dataset"],), (grid["model"],), (grid["method"],), 1, fields).validate()
+    config = RunConfig(**grid, seed=seed, **fields)
+    config.validate()
+    if data_root is not None and data_root.exists() and not data_root.is_dir():
+        raise UsageError(
+            f"--data-root {data_root} is not a folder; give the folder that holds (or will "
+            "hold) the datasets, or leave it out for the default"
+        )
+    if checkpoint is not None:
+        if checkpoint.exists() and not checkpoint.is_file():
+            raise UsageError(
+                f"--checkpoint {checkpoint} exists and is not a regular file; give a file path "
+                "(written after every epoch, resumed from when it exists)"
+            )
+        check_folder(checkpoint.parent, "--checkpoint's folder")
+    return config
