@@ -12,6 +12,7 @@ import contextlib
 import math
 import os
 import shlex
+import stat
 import sys
 import time
 import tomllib
@@ -24,6 +25,7 @@ from typing import Any
 from annealbench.errors import ConfigError, StudyError
 from annealbench.store import Claim, ClaimLost, Store, StoreError
 from annealbench.training.config import RunConfig, RunOutcome
+from annealbench.training.location import Location, is_uri, join
 
 #: RunConfig fields a study fixes per run; every other field is a study-wide option.
 GRID_FIELDS = ("dataset", "model", "method", "seed")
@@ -446,8 +448,9 @@ def preflight(
 
 def check_folder(folder: str | Path, option: str) -> None:
     """Raise StudyError unless ``folder`` is, or can be created as, a writable folder
-    (an object-store URI such as ``s3://bucket/prefix`` is left to its filesystem)."""
-    if isinstance(folder, str) and "://" in folder and not folder.startswith("file://"):
+    (an object-store URI such as ``s3://bucket/prefix`` is left to its filesystem).
+    A folder with every write bit removed counts as read-only even for root, as for stores."""
+    if is_uri(folder):
         return
     path = Path(folder).expanduser()
     existing = path
@@ -459,14 +462,15 @@ def check_folder(folder: str | Path, option: str) -> None:
         raise StudyError(
             f"{option} {path} cannot be created: {existing} is not a folder; give another path"
         )
-    if not os.access(existing, os.W_OK | os.X_OK):
+    no_write_bits = not existing.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
+    if no_write_bits or not os.access(existing, os.W_OK | os.X_OK):
         what = "is not writable" if existing == path else f"cannot be created in {existing}"
         raise StudyError(f"{option} {path} {what}; give a folder you can write to")
 
 
-def checkpoint_path(folder: Path, claim: Claim) -> Path:
+def checkpoint_path(folder: str | Path, claim: Claim) -> Location:
     """One file per run: the run id makes it unique in the store, the key names the config."""
-    return folder / f"run{claim.run_id:06d}-{claim.run_key}.pt"
+    return join(folder, f"run{claim.run_id:06d}-{claim.run_key}.pt")
 
 
 @dataclass
@@ -489,7 +493,7 @@ class StudyOutcome:
 class _Driver:
     """The executors' sink: writes what workers report, keeps the bars and heartbeats."""
 
-    def __init__(self, store: Store, study_id: int, total: int, finished: int, ckpt: Path,
+    def __init__(self, store: Store, study_id: int, total: int, finished: int, ckpt: str | Path,
                  max_retries: int, progress: bool, device: str,
                  batched: str = "off") -> None:  # fmt: skip
         self.store = store
@@ -540,7 +544,7 @@ class _Driver:
             self._postfix()
         return claims
 
-    def checkpoint(self, claim: Claim) -> Path:
+    def checkpoint(self, claim: Claim) -> Location:
         return checkpoint_path(self.ckpt, claim)
 
     def epoch(self, claim: Claim, record: Mapping[str, Any]) -> None:
@@ -566,11 +570,8 @@ class _Driver:
             self._forget(claim)
             return
         if status in ("done", "diverged"):
-            checkpoint = self.checkpoint(claim)
-            checkpoint.unlink(missing_ok=True)
-            # Temporary files of a worker killed while saving (checkpoints are renamed into place).
-            for leftover in checkpoint.parent.glob(f".{checkpoint.name}.*.tmp"):
-                leftover.unlink(missing_ok=True)
+            # With any temporary file of a worker killed while saving it.
+            self.checkpoint(claim).remove()
         else:
             self.failures.append(f"{_describe(claim)}: {outcome.error}")
             self.write(f"run {_describe(claim)} failed: {outcome.error}")
@@ -695,7 +696,9 @@ def run_study(
               data_root=data_root, checkpoint_dir=checkpoint_dir, address=address,
               cpus_per_run=cpus_per_run, gpu_fraction=gpu_fraction,
               max_retries=max_retries, batched=batched)  # fmt: skip
-    ckpt = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir(store_path)
+    ckpt: str | Path = checkpoint_dir or default_checkpoint_dir(store_path)
+    if not is_uri(ckpt):
+        ckpt = Path(ckpt)
     with Store(store_path) as store:
         study_id = store.ensure_study(study.name, study.settings())
         store.add_runs(study_id, study.configs())
@@ -703,7 +706,8 @@ def run_study(
             store.retry_failed(study_id)
         counts = _counts(store, study.name)
         finished = sum(counts.get(s, 0) for s in ("done", "diverged", "failed"))
-        ckpt.mkdir(parents=True, exist_ok=True)
+        if isinstance(ckpt, Path):
+            ckpt.mkdir(parents=True, exist_ok=True)
         device = study.template().device
         driver = _Driver(
             store, study_id, study.n_runs, finished, ckpt, max_retries, progress, device,
