@@ -706,8 +706,7 @@ def run_study(
             store.retry_failed(study_id)
         counts = _counts(store, study.name)
         finished = sum(counts.get(s, 0) for s in ("done", "diverged", "failed"))
-        if isinstance(ckpt, Path):
-            ckpt.mkdir(parents=True, exist_ok=True)
+        made = isinstance(ckpt, Path) and not ckpt.exists()  # the first checkpoint makes it
         device = study.template().device
         driver = _Driver(
             store, study_id, study.n_runs, finished, ckpt, max_retries, progress, device,
@@ -735,13 +734,12 @@ def run_study(
                 "their last epoch checkpoints kept.",
                 file=sys.stderr,
             )
+        final = _counts(store, study.name)
+        if made and not (final.get("running") or final.get("pending")):
+            with contextlib.suppress(OSError):  # not empty (another study's), or gone
+                Path(ckpt).rmdir()
         return StudyOutcome(
-            study.name,
-            study.n_runs,
-            _counts(store, study.name),
-            interrupted,
-            driver.failures,
-            driver.fatal,
+            study.name, study.n_runs, final, interrupted, driver.failures, driver.fatal
         )
 
 

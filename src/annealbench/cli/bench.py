@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from annealbench.cli.app import app, fail
+from annealbench.cli.app import app, fail, plural
 from annealbench.training.config import DEFAULT_BATCH_SIZE
 
 
@@ -76,8 +76,9 @@ def _print_table(f: dict) -> None:
     from rich.table import Table
 
     table = Table(
-        title=f"{f['model']} on {f['dataset']}, batch {f['batch_size']}, {f['steps']} steps, "
-        f"{f['device']} ({f['device_name']}), {f['threads']} threads, torch {f['torch_version']}"
+        title=f"{f['model']} on {f['dataset']}, batch {f['batch_size']}, "
+        f"{plural(f['steps'], 'step')}, {f['device']} ({f['device_name']}), "
+        f"{plural(f['threads'], 'thread')}, torch {f['torch_version']}"
     )
     for column in ("loop", "samples/s", "vs reference", "GFLOP/s", "of peak"):
         table.add_column(column, justify="right" if column != "loop" else "left")
@@ -85,7 +86,11 @@ def _print_table(f: dict) -> None:
     rows = [("engine, 1 run", f["engine_samples_per_s"], f["engine_gflops"])]
     if f["batched_samples_per_s"] is not None:
         rows.append(
-            (f"batched, {f['batched_k']} runs", f["batched_samples_per_s"], f["batched_gflops"])
+            (
+                f"batched, {plural(f['batched_k'], 'run')}",
+                f["batched_samples_per_s"],
+                f["batched_gflops"],
+            )
         )
     rows.append(("reference (DataLoader)", reference, reference * f["flops_per_sample"] / 1e9))
     for name, sps, gflops in rows:

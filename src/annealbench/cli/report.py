@@ -6,15 +6,20 @@ from pathlib import Path
 
 import typer
 
-from annealbench.cli.app import app
+from annealbench.cli.app import DEFAULT_STORE, app, plural, report_folder
 
 
 @app.command("report")
 def report_command(
     store: Path = typer.Option(
-        ..., "--store", help="Results store (SQLite) to read; never changed."
+        DEFAULT_STORE, "--store", help="Results store (SQLite) to read; never changed."
     ),
-    out: Path = typer.Option(..., "--out", help="Folder for report.html, CSVs, tables, figures."),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="Folder for report.html, CSVs, tables, figures (default: beside the store, "
+        "named after it: results.sqlite -> results-report).",
+    ),
     study: str | None = typer.Option(
         None, "--study", help="Study to report; needed when the store holds several."
     ),
@@ -26,6 +31,6 @@ def report_command(
 
     from annealbench.report import report_store
 
-    written = report_store(store, out, study=study)
-    typer.echo(f"wrote {len(written.files)} files to {written.folder}")
+    written = report_store(store, report_folder(store) if out is None else out, study=study)
+    typer.echo(f"wrote {plural(len(written.files), 'file')} to {written.folder}")
     typer.echo(f"report: {written.html.resolve()}")

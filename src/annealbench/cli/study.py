@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Iterator
@@ -14,14 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from annealbench.cli.app import app, fail
+from annealbench.cli.app import DEFAULT_STORE, app, fail, plural
 from annealbench.study import DEFAULT_TRIALS
 from annealbench.training.config import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS
 
 if TYPE_CHECKING:
     from annealbench.study import Study, StudyOutcome
-
-DEFAULT_STORE = Path("annealbench.sqlite")
 
 
 def _split(value: str | None) -> tuple[str, ...] | None:
@@ -67,7 +67,9 @@ def run_command(
     device: str | None = typer.Option(
         None, "--device", help="auto, cpu, cuda, ... (not part of the study: resume anywhere)"
     ),
-    store: Path = typer.Option(DEFAULT_STORE, "--store", help="SQLite results file."),
+    store: Path = typer.Option(
+        DEFAULT_STORE, "--store", help="SQLite results file (created if missing)."
+    ),
     study: str | None = typer.Option(
         None, "--study", help="Study name in the store (default: the preset's name, or 'default')."
     ),
@@ -197,14 +199,10 @@ def _run_study_from_options(
 
 def _grid_line(study: Study) -> str:
     """``12 runs (1 dataset x 1 model x 12 methods x 1 trial)``."""
-
-    def count(n: int, noun: str) -> str:
-        return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
     return (
-        f"{count(study.n_runs, 'run')} ({count(len(study.datasets), 'dataset')} x "
-        f"{count(len(study.models), 'model')} x {count(len(study.methods), 'method')} x "
-        f"{count(study.trials, 'trial')})"
+        f"{plural(study.n_runs, 'run')} ({plural(len(study.datasets), 'dataset')} x "
+        f"{plural(len(study.models), 'model')} x {plural(len(study.methods), 'method')} x "
+        f"{plural(study.trials, 'trial')})"
     )
 
 
@@ -246,10 +244,11 @@ def _print_outcome(outcome: StudyOutcome, store: Path) -> None:
     from annealbench.study import resume_hint
 
     counts = outcome.counts
+    where = shlex.quote(str(store))
     summary = ", ".join(
         f"{counts.get(s, 0)} {s}" for s in ("done", "diverged", "failed", "running", "pending")
     )
-    print(f"study {outcome.study!r} in {store}: {summary} of {outcome.total} runs")
+    print(f"study {outcome.study!r} in {store}: {summary} of {plural(outcome.total, 'run')}")
     if outcome.interrupted:
         typer.secho(
             f"stopped. Resume with the same command:\n  {resume_hint()}",
@@ -263,25 +262,27 @@ def _print_outcome(outcome: StudyOutcome, store: Path) -> None:
         )
     if counts.get("failed"):
         typer.secho(
-            f"{counts['failed']} run(s) failed (errors in `annealbench status --store {store}` "
-            "and the run table); rerunning the same command retries them.",
+            f"{plural(counts['failed'], 'run')} failed (errors in `annealbench status --store "
+            f"{where}` and the run table); rerunning the same command retries them.",
             fg=typer.colors.RED, err=True,
         )  # fmt: skip
         raise typer.Exit(1)
     if outcome.remaining:
-        print(f"{outcome.remaining} run(s) are still being trained by other processes.")
+        being = "is" if outcome.remaining == 1 else "are"
+        print(f"{plural(outcome.remaining, 'run')} {being} still being trained by other processes.")
     else:
-        print(f"next: annealbench report --store {store}")
+        print(f"next: annealbench report --store {where}")
 
 
 @app.command("status")
 def status_command(
     store: Path = typer.Option(DEFAULT_STORE, "--store", help="SQLite results file."),
     study: str | None = typer.Option(None, "--study", help="Only this study."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print one JSON object: rows, total, orphaned, failed runs."
+    ),
 ) -> None:
     """Print done, running, diverged, failed and remaining runs per dataset and model."""
-    import pandas as pd
-
     from annealbench.store import Store, StoreError
 
     try:
@@ -293,22 +294,45 @@ def status_command(
             orphaned = s.orphaned_runs(study)
     except StoreError as exc:
         raise fail(str(exc)) from None
+    numbers = ["total", "done", "running", "diverged", "failed", "remaining"]
+    total = {key: int(counts[key].sum()) if not counts.empty else 0 for key in numbers}
+    failed = runs[runs["status"] == "failed"]
+    if as_json:
+        columns = ["study", "dataset", "model", "method", "seed", "run_id", "error"]
+        status = {
+            "store": str(store),
+            "rows": json.loads(counts.to_json(orient="records")),
+            "total": total,
+            "orphaned": len(orphaned),
+            "failed": json.loads(failed[columns].to_json(orient="records")),
+        }
+        typer.echo(json.dumps(status, indent=2))
+        return
+    _print_status(store, counts, total, len(orphaned), failed)
+
+
+def _print_status(
+    store: Path, counts: Any, total: dict[str, int], orphaned: int, failed: Any
+) -> None:
+    """``status``'s table, its orphaned runs and its first 10 failed runs' errors."""
+    import pandas as pd
+
     if counts.empty:
         print(f"{store} holds no runs yet")
         return
-    numbers = ["total", "done", "running", "diverged", "failed", "remaining"]
-    totals = pd.DataFrame([{"study": "all", "dataset": "", "model": "", **counts[numbers].sum()}])
+    totals = pd.DataFrame([{"study": "all", "dataset": "", "model": "", **total}])
     print(pd.concat([counts, totals], ignore_index=True).to_string(index=False))
     if orphaned:
         print(
-            f"{len(orphaned)} of the running runs lost their process (killed or crashed); "
+            f"{orphaned} of the running runs lost {'its' if orphaned == 1 else 'their'} process "
+            "(killed or crashed); "
             "the next `annealbench run` of their study continues them from their checkpoints."
         )
-    failed = runs[runs["status"] == "failed"]
     for row in failed.head(10).itertuples(index=False):
         print(f"failed: {row.dataset}/{row.model}/{row.method}/seed{row.seed}: {row.error}")
     if len(failed) > 10:
-        print(f"... and {len(failed) - 10} more failed runs (see `annealbench export`)")
+        more = plural(len(failed) - 10, "more failed run")
+        print(f"... and {more} (see `annealbench export --store {shlex.quote(str(store))}`)")
 
 
 def _amount(value: float) -> str:
@@ -333,10 +357,10 @@ def presets_command() -> None:
         est, study = estimate(name), load_preset(name)
         grid = (
             f"{','.join(study.datasets)} x {','.join(study.models)} x "
-            f"{len(study.methods)} methods x {study.trials} trials"
+            f"{plural(len(study.methods), 'method')} x {plural(study.trials, 'trial')}"
         )
         if study.options.get("subset"):
-            grid += f", {study.options['subset']} training images"
+            grid += f", {plural(study.options['subset'], 'training image')}"
         print(
             f"{name:<20} {est['runs']:>5} {est['epochs']:>6} {_flops(est['pflop'] * 1e15):>11} "
             f"{_amount(est['gpu_hours']):>7}  {grid}"
@@ -382,6 +406,6 @@ def export_command(
                 frame.to_csv(path, index=False)
             else:
                 frame.to_parquet(path, index=False)
-            print(f"wrote {path} ({len(frame)} rows)")
+            print(f"wrote {path} ({plural(len(frame), 'row')})")
     except OSError as exc:
         raise fail(f"cannot write to {out}: {exc.strerror or exc}") from None

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import json
+import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +37,7 @@ def train_command(
         None, "--checkpoint", help="Checkpoint file: saved every epoch, resumed if present."
     ),
     methods_file: Path | None = typer.Option(
-        None, "--methods-file", help="TOML file with [methods.NAME] tables of your own methods."
+        None, "--methods-file", help="TOML file with \\[methods.NAME] tables of your own methods."
     ),
     channels_last: bool = typer.Option(False, "--channels-last"),
     bf16: bool = typer.Option(False, "--bf16", help="bf16 autocast (changes numbers)."),
@@ -40,11 +45,11 @@ def train_command(
     threads: int | None = typer.Option(
         None, "--threads", min=1, help="CPU threads (torch.set_num_threads); default torch's."
     ),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print only one JSON object: config, status, error, epochs."
+    ),
 ) -> None:
     """Train one run and print its per-epoch metrics."""
-    from rich.console import Console
-    from rich.table import Table
-
     from annealbench.training import train
 
     if threads is not None:
@@ -57,10 +62,45 @@ def train_command(
             seed=seed, epochs=epochs, batch_size=batch_size, subset=subset, step_per=step_per,
             device=device, channels_last=channels_last, bf16=bf16, compile=compile_model,
         )  # fmt: skip
-        result = train(config, data_root=data_root, checkpoint_path=checkpoint, progress=True)
+        # --json: stdout holds the JSON alone (anything a download prints goes to stderr)
+        quiet = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
+        with quiet:
+            result = train(config, data_root=data_root, checkpoint_path=checkpoint, progress=True)
     except ValueError as exc:  # arguments torch or the data layer refuse
         raise fail(str(exc)) from None
-    table = Table(title=f"{config.label()}  [{result.status}]")
+    if as_json:
+        typer.echo(json.dumps(_result_json(result), indent=2))
+    else:
+        _print_table(result)
+    if result.status == "diverged":
+        typer.secho(f"run diverged: {result.error}", fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(1)
+
+
+def _result_json(result: Any) -> dict[str, Any]:
+    """A RunResult as plain JSON data; a non-finite number (a diverged loss) is null."""
+
+    def finite(value: Any) -> Any:
+        return None if isinstance(value, float) and not math.isfinite(value) else value
+
+    return {
+        "config": result.config.to_dict(),
+        "status": result.status,
+        "error": result.error,
+        "resumed_from": result.resumed_from,
+        "epochs": [
+            {key: finite(value) for key, value in dataclasses.asdict(record).items()}
+            for record in result.epochs
+        ],
+    }
+
+
+def _print_table(result: Any) -> None:
+    """The per-epoch metrics of ``result`` as a table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{result.config.label()}  \\[{result.status}]")
     for col in ("epoch", "lr", "train loss", "train acc %", "test loss", "test acc %", "time s"):
         table.add_column(col, justify="right")
     for r in result.epochs:
@@ -74,9 +114,6 @@ def train_command(
             f"{r.wall_time:.1f}",
         )
     Console().print(table)
-    if result.status == "diverged":
-        typer.secho(f"run diverged: {result.error}", fg=typer.colors.YELLOW, err=True)
-        raise typer.Exit(1)
 
 
 def _checked_config(
