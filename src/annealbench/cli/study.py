@@ -67,9 +67,7 @@ def run_command(
     device: str | None = typer.Option(
         None, "--device", help="auto, cpu, cuda, ... (not part of the study: resume anywhere)"
     ),
-    store: Path = typer.Option(
-        DEFAULT_STORE, "--store", help="SQLite results file (created if missing)."
-    ),
+    store: Path = typer.Option(DEFAULT_STORE, "--store", help="SQLite results file."),
     study: str | None = typer.Option(
         None, "--study", help="Study name in the store (default: the preset's name, or 'default')."
     ),
