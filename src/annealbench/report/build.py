@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from annealbench.errors import ReportError
 from annealbench.report import figures, stats, tables
 from annealbench.report.html import Page
-from annealbench.report.paper import CITATION, dataset_label, order_datasets
+from annealbench.report.paper import (
+    CITATION,
+    PAPER_EPOCHS,
+    PAPER_TRIALS,
+    dataset_label,
+    model_label,
+    order_datasets,
+    protocol_differences,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -88,6 +97,8 @@ class Analysis:
     ranks: pd.DataFrame
     friedman: dict[str, float | int] | None
     missing: pd.DataFrame
+    verdicts: pd.DataFrame = field(default_factory=pd.DataFrame)
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def done_epochs(self) -> pd.DataFrame:
@@ -100,8 +111,13 @@ class Analysis:
         return order_datasets(self.summary["dataset"])
 
 
-def analyze(runs: pd.DataFrame, epochs: pd.DataFrame) -> Analysis:
-    """Scores, per-cell summary, paired tests and ranks from ``runs_frame``/``epochs_frame``."""
+def analyze(
+    runs: pd.DataFrame,
+    epochs: pd.DataFrame,
+    settings: dict[str, dict[str, Any]] | None = None,
+) -> Analysis:
+    """Scores, per-cell summary, paired tests and ranks from ``runs_frame``/``epochs_frame``;
+    ``settings``: each study's ``Store.study_settings`` (what the report says was run)."""
     missing_columns = [c for c in RUN_COLUMNS if c not in runs] + [
         c for c in EPOCH_COLUMNS if c not in epochs
     ]
@@ -120,15 +136,18 @@ def analyze(runs: pd.DataFrame, epochs: pd.DataFrame) -> Analysis:
     except ValueError as exc:
         raise ReportError(str(exc)) from exc
     summary = stats.summarize(runs, scores)
+    tests = stats.paired_tests(summary, scores)
     return Analysis(
         runs=runs,
         epochs=stats.sort_cells(epochs).reset_index(drop=True) if len(epochs) else epochs,
         scores=scores,
         summary=summary,
-        tests=stats.paired_tests(summary, scores),
+        tests=tests,
         ranks=stats.average_ranks(summary),
         friedman=stats.friedman(summary),
         missing=stats.missing_runs(summary),
+        verdicts=stats.verdicts(summary, tests),
+        settings=dict(settings or {}),
     )
 
 
@@ -187,6 +206,105 @@ SUMMARY_COLUMNS = [
 ]
 
 
+def _distinct(values: object) -> list[str]:
+    """Unique non-missing values as strings, in order of appearance."""
+    series = pd.Series(values, dtype=object).dropna()
+    return list(dict.fromkeys(str(v) for v in series if str(v) != ""))
+
+
+def _run_setting(analysis: Analysis, name: str) -> list[str]:
+    """One run option (epochs, batch_size, subset, step_per) from the studies' settings, or
+    else from the runs frame."""
+    found = [
+        settings.get("run", {}).get(name, settings.get(name))
+        for settings in analysis.settings.values()
+    ]
+    found = [v for v in found if v is not None]
+    if not found and name in analysis.runs:
+        found = list(analysis.runs[name])
+    return _distinct(found)
+
+
+def protocol(analysis: Analysis) -> dict[str, Any]:
+    """The study's trials per cell, epochs per run and subset (None: the whole training set)."""
+    trials = [s["trials"] for s in analysis.settings.values() if "trials" in s]
+    if not trials:
+        trials = [int(analysis.summary["runs"].max())]
+    epochs = [int(float(e)) for e in _run_setting(analysis, "epochs")]
+    if not epochs:
+        epochs = [int(e) for e in analysis.summary["epochs"].dropna()] or [PAPER_EPOCHS]
+    subsets = [int(float(v)) for v in _run_setting(analysis, "subset")]
+    return {"trials": max(trials), "epochs": max(epochs), "subset": max(subsets, default=None)}
+
+
+def _environments(runs: pd.DataFrame) -> list[dict[str, Any]]:
+    if "environment" not in runs:
+        return []
+    out = []
+    for text in runs["environment"].dropna():
+        try:
+            value = json.loads(text) if isinstance(text, str) else text
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            out.append(value)
+    return out
+
+
+def _listed(values: list[str], none: str = "not recorded") -> str:
+    return ", ".join(values) if values else none
+
+
+def provenance(analysis: Analysis, source: str = "") -> list[tuple[str, str]]:
+    """What was run, where and when, as (term, text) pairs for the report's first section."""
+    runs, plan = analysis.runs, protocol(analysis)
+    studies = _distinct(runs["study"]) if "study" in runs else list(analysis.settings)
+
+    def grid(name: str, label: Any = str) -> str:
+        listed = [v for s in analysis.settings.values() for v in s.get(name, [])]
+        return _listed([label(v) for v in _distinct(listed or list(runs[name[:-1]]))])
+
+    envs = _environments(runs)
+    env = {key: _distinct([e.get(key) for e in envs]) for key in {k for e in envs for k in e}}
+    device = _listed(env.get("device_name") or env.get("device", []))
+    subset = plan["subset"]
+    items = [
+        ("study", _listed(studies) + (f" in {source}" if source else "")),
+        ("datasets", grid("datasets", dataset_label)),
+        ("models", grid("models", model_label)),
+        ("methods", grid("methods")),
+        ("trials", f"{plan['trials']} per cell (seeds); the paper ran {PAPER_TRIALS}"),
+        ("epochs", f"{plan['epochs']} per run; the paper ran {PAPER_EPOCHS}"),
+        ("batch size", _listed(_run_setting(analysis, "batch_size"))),
+        ("training images", f"the first {subset:,}" if subset else "all (no subset)"),
+        ("schedule steps per", _listed(_run_setting(analysis, "step_per"))),
+        ("runs", _counts_line(analysis)),
+        ("ran", _when(runs)),
+        (
+            "software",
+            ", ".join(f"{k} {_listed(env.get(k, []))}" for k in ("annealbench", "torch", "python")),
+        ),
+        ("git revision", _listed([v[:12] for v in env.get("git_revision", [])])),
+        (
+            "hardware",
+            f"{device}; threads {_listed(env.get('threads', []))}; "
+            f"host {_listed(env.get('host', []))}",
+        ),
+    ]
+    return items
+
+
+def _when(runs: pd.DataFrame) -> str:
+    """First start and last finish of the runs (UTC timestamps as stored)."""
+    started = runs["started_at"].dropna() if "started_at" in runs else pd.Series(dtype=object)
+    finished = runs["finished_at"].dropna() if "finished_at" in runs else pd.Series(dtype=object)
+    if started.empty and finished.empty:
+        return "not recorded"
+    first = min(started) if len(started) else "?"
+    last = max(finished) if len(finished) else "not finished"
+    return f"first run started {first}, last finished {last}"
+
+
 def _counts_line(analysis: Analysis) -> str:
     counts = analysis.runs["status"].value_counts()
     parts = [
@@ -223,8 +341,33 @@ def _write_all(analysis: Analysis, folder: Path, source: str, schedule_epochs: i
         writer.dataset_section(dataset)
     writer.ranks_section()
     writer.schedules_section(schedule_epochs)
+    writer.definitions()
     writer.closing_sections()
     return writer.finish()
+
+
+def headline(page: Page, verdicts: pd.DataFrame) -> list[str]:
+    """The section "Which method is best" on ``page``; returns its markdown lines."""
+    page.heading("Which method is best", anchor="best")
+    if verdicts.empty:
+        page.paragraph("No run has finished yet: nothing to compare.")
+        return []
+    page.paragraph(
+        "Per dataset and model: the method with the highest mean score, its mean ± standard "
+        "deviation [95% interval of the mean], and whether the paired tests against it "
+        f"(Holm p < {stats.ALPHA}, at least {stats.MIN_TRIALS_TO_TEST} paired trials) "
+        "separate it from the others. Click a column header to sort.",
+        "small",
+    )
+    table = tables.verdict_table(verdicts)
+    page.raw(tables.to_html(table, index=False, css_class="results sortable verdicts"))
+    markdown = ["## Which method is best", "", tables.to_markdown(table, False), ""]
+    weak = sorted({c for c in verdicts["caution"] if c})
+    if weak:
+        line = "Caution: " + " / ".join(weak) + "; treat the ranking as a hint, not a result."
+        page.paragraph(line, "caution")
+        markdown += [line, ""]
+    return markdown
 
 
 class _ReportWriter:
@@ -238,7 +381,13 @@ class _ReportWriter:
         self.figure_folder = folder / "figures"
         self.figure_folder.mkdir(exist_ok=True)
         self.written: list[Path] = []
-        self.title = "annealbench report" + (f": {source}" if source else "")
+        self.source = source
+        self.protocol = protocol(analysis)
+        self.differences = protocol_differences(**self.protocol)
+        runs = analysis.runs
+        studies = _distinct(runs["study"]) if "study" in runs else list(analysis.settings)
+        named = ", ".join(studies) or source
+        self.title = "annealbench report" + (f": study {named}" if named else "")
         self.page = Page(self.title)
         self.markdown: list[str] = [f"# {self.title}", "", _counts_line(analysis), ""]
         self.latex: list[str] = [f"% {self.title}", "% needs \\usepackage{booktabs}", ""]
@@ -251,13 +400,21 @@ class _ReportWriter:
         _write_csv(folder / "paired_tests.csv", analysis.tests, self.written)
         _write_csv(folder / "ranks.csv", analysis.ranks, self.written)
         _write_csv(folder / "missing.csv", analysis.missing, self.written)
+        _write_csv(folder / "best.csv", analysis.verdicts, self.written)
 
     def front_matter(self) -> None:
+        """What was run, then which method is best and how sure that is: the first screen."""
         page, analysis = self.page, self.analysis
+        page.heading("What was run", anchor="provenance")
+        facts = provenance(analysis, self.source)
+        page.definitions(facts, "facts")
         page.paragraph(
-            f"{_counts_line(analysis)}. Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. "
-            f"Published numbers: {CITATION}"
+            f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Published numbers: {CITATION}",
+            "small",
         )
+        self.markdown += ["## What was run", ""] + [f"- **{t}**: {d}" for t, d in facts] + [""]
+        if self.differences:
+            self.protocol_banner()
         if not analysis.missing.empty:
             n_missing = int(analysis.missing["missing"].sum())
             page.raw(
@@ -265,8 +422,22 @@ class _ReportWriter:
                 '(see <a href="#missing">missing runs</a>); every number below uses the finished '
                 "runs only.</p>"
             )
-        page.heading("Definitions")
-        page.definitions(DEFINITIONS)
+        self.headline()
+
+    def protocol_banner(self) -> None:
+        text = (
+            "Not the paper's protocol: " + "; ".join(self.differences) + ". The accuracies are "
+            "not comparable with the paper's, so the differences from them are not shown."
+        )
+        self.page.paragraph(text, "banner")
+        self.markdown += [f"**{text}**", ""]
+
+    def headline(self) -> None:
+        self.markdown += headline(self.page, self.analysis.verdicts)
+
+    def definitions(self) -> None:
+        self.page.heading("Definitions")
+        self.page.definitions(DEFINITIONS)
         self.markdown += ["## Definitions", ""] + [f"- **{t}**: {d}" for t, d in DEFINITIONS]
         self.markdown += [""]
 
@@ -276,6 +447,7 @@ class _ReportWriter:
         self.page.heading(label, anchor=anchor)
         self.markdown += [f"## {label}", ""]
         self.paper_layout(dataset, anchor)
+        self.cells(dataset)
         self.side_by_side(dataset, label, anchor)
         self.paired_tests(dataset)
         self.dataset_figures(dataset, label, anchor)
@@ -303,6 +475,20 @@ class _ReportWriter:
             )
         )
 
+    def cells(self, dataset: str) -> None:
+        table = tables.cells_table(self.summary, dataset)
+        self.page.heading("Every cell with its uncertainty", level=3)
+        self.page.paragraph(
+            "ave ± std and the 95% interval of the mean over the trials; caution: too few "
+            f"trials (< {stats.MIN_TRIALS_TO_TEST}) to test, or runs far shorter than the "
+            f"paper's {PAPER_EPOCHS} epochs (< {stats.MIN_EPOCH_FRACTION:.0%}). Click a column "
+            "header to sort.",
+            "small",
+        )
+        self.page.raw(tables.to_html(table, index=False, css_class="results sortable"))
+        self.markdown += ["### Every cell with its uncertainty", ""]
+        self.markdown += [tables.to_markdown(table, False), ""]
+
     def side_by_side(self, dataset: str, label: str, anchor: str) -> None:
         page = self.page
         compare = tables.side_by_side(self.summary, dataset)
@@ -310,12 +496,20 @@ class _ReportWriter:
         if compare.empty:
             page.paragraph("The paper reports no cell of this dataset that this store finished.")
             return
-        page.paragraph(
-            "Δ = ours - paper's, in accuracy points. The paper ran 10 trials of 100 epochs "
-            "per cell; compare trials and epochs before reading the differences.",
-            "small",
-        )
-        page.raw(tables.to_html(compare, index=False))
+        if self.differences:
+            page.paragraph(
+                "Not comparable: this study ran " + "; ".join(self.differences) + ". The "
+                "differences from the paper (Δ) are left out; summary.csv still holds them.",
+                "banner",
+            )
+            compare = compare.drop(columns=["Δ ave", "Δ max"])
+        else:
+            page.paragraph(
+                f"Δ = ours - paper's, in accuracy points; the same protocol as the paper "
+                f"({PAPER_TRIALS} trials of {PAPER_EPOCHS} epochs on all training images).",
+                "small",
+            )
+        page.raw(tables.to_html(compare, index=False, css_class="results sortable"))
         self.markdown += [
             "### Ours next to the paper's",
             "",
@@ -358,7 +552,7 @@ class _ReportWriter:
         )
         page.heading(f"Paired tests against {heading}", level=3)
         page.paragraph(text, "small")
-        page.raw(tables.to_html(html_matrix, escape=False))
+        page.raw(tables.to_html(html_matrix, escape=False, css_class="results sortable"))
         md_matrix = tables.tests_matrix(tests, dataset, against, tables.MARKDOWN)
         self.markdown += [f"### Paired tests against {heading}", "", text, ""]
         self.markdown += [tables.to_markdown(md_matrix), ""]
@@ -410,7 +604,7 @@ class _ReportWriter:
             page.paragraph("No run has finished yet.")
         else:
             ranks = analysis.ranks.rename(columns={"mean_rank": "average rank"})
-            page.raw(tables.to_html(ranks, index=False))
+            page.raw(tables.to_html(ranks, index=False, css_class="results sortable"))
             self.markdown += ["## Average rank over all rows", ""]
             self.markdown += [tables.to_markdown(ranks, False), ""]
         if analysis.friedman:
@@ -443,13 +637,14 @@ class _ReportWriter:
         if missing.empty:
             page.paragraph("None: every run in the store is done or diverged.")
         else:
-            page.raw(tables.to_html(missing, index=False))
+            page.raw(tables.to_html(missing, index=False, css_class="results sortable"))
             self.markdown += ["## Missing runs", "", tables.to_markdown(missing, False), ""]
         page.heading("Files")
         page.paragraph(
             "summary.csv (one row per cell), scores.csv (one row per finished run), epochs.csv "
             "(one row per run and epoch, every status), paired_tests.csv, ranks.csv, "
-            "missing.csv, tables.md, tables.tex, figures/*.png and *.pdf, next to this page."
+            "missing.csv, best.csv (the best method of each row), tables.md, tables.tex, "
+            "figures/*.png and *.pdf, next to this page."
         )
         self.markdown += [f"Published numbers: {CITATION}", ""]
 
@@ -487,8 +682,11 @@ def report_store(
             )
         runs = handle.runs_frame(study)
         epochs = handle.epochs_frame(study)
+        settings = {name: handle.study_settings(name) for name in [study] if name} or {
+            name: handle.study_settings(name) for name in names
+        }
     if runs.empty:
         raise ReportError(f"the store {path} holds no runs; run `annealbench run` first")
-    analysis = analyze(runs, epochs)  # the store is closed: only the output folder is written
-    label = f"{path.name}" + (f" (study {study})" if study else "")
-    return write_report(analysis, out, source=label)
+    # The store is closed: only the output folder is written.
+    analysis = analyze(runs, epochs, settings)
+    return write_report(analysis, out, source=str(path))

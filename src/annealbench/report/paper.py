@@ -21,6 +21,27 @@ CITATION = (
     'Neural Networks", Electronics 10(16):2029, 2021 (Tables 2 and 3).'
 )
 
+# The paper's protocol: 10 trials of 100 epochs on the full training set of every dataset.
+PAPER_TRIALS = 10
+PAPER_EPOCHS = 100
+
+
+def protocol_differences(trials: int, epochs: int, subset: int | None = None) -> list[str]:
+    """How a study's protocol differs from the paper's, in words (empty when it is the same).
+
+    ``trials`` and ``epochs`` are the study's (per cell); ``subset`` the number of training
+    images when the study used only the first ones.
+    """
+    out = []
+    if epochs != PAPER_EPOCHS:
+        out.append(f"{epochs} epochs, not the paper's {PAPER_EPOCHS}")
+    if subset:
+        out.append(f"the first {subset:,} training images, not all of them")
+    if trials != PAPER_TRIALS:
+        out.append(f"{trials} trials per cell, not the paper's {PAPER_TRIALS}")
+    return out
+
+
 # Figures 2/4 (decay) and 3/5 (warmup) each show one subset of the methods.
 DECAY_METHODS: tuple[str, ...] = ("0.1", "exp", "str", "rms", "adam", "sig")
 WARMUP_METHODS: tuple[str, ...] = ("sig", "rep", "trap", "str+", "sig+")

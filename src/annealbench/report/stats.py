@@ -19,12 +19,24 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from annealbench.report.paper import attach_paper, order_datasets, order_methods, order_models
+from annealbench.report.paper import (
+    PAPER_EPOCHS,
+    attach_paper,
+    order_datasets,
+    order_methods,
+    order_models,
+)
 
 SCORE_FRACTION = 0.1
 CONFIDENCE = 0.95
 ALPHA = 0.05
 MIN_WILCOXON_PAIRS = 6
+# Fewer paired trials than this: a test's p-value rests on an assumption (normal differences)
+# that so few trials cannot check, and the Wilcoxon test cannot reach 0.05 below 6 pairs.
+MIN_TRIALS_TO_TEST = 5
+# Runs shorter than this fraction of the paper's 100 epochs: the schedules' shapes (a warmup,
+# a sigmoid's knee) are squeezed into a few epochs and the accuracies are far from converged.
+MIN_EPOCH_FRACTION = 0.1
 DONE = "done"
 DIVERGED = "diverged"
 
@@ -82,6 +94,34 @@ def _ci(scores: pd.Series) -> tuple[float, float]:
         return (float(scores.mean()), float(scores.mean()))
     low, high = stats.t.interval(CONFIDENCE, df=n - 1, loc=scores.mean(), scale=sem)
     return (float(low), float(high))
+
+
+def cautions(trials: int, epochs: int | None = None) -> list[str]:
+    """Why a cell or a comparison is weak evidence, in words next to its number.
+
+    ``trials``: finished trials (or paired trials) behind it; ``epochs``: of its runs. Empty
+    when neither is below :data:`MIN_TRIALS_TO_TEST` or :data:`MIN_EPOCH_FRACTION` of the
+    paper's epochs.
+    """
+    out = []
+    if trials < MIN_TRIALS_TO_TEST:
+        out.append(f"{trials} trial{'' if trials == 1 else 's'}: too few to test")
+    if epochs is not None and epochs < MIN_EPOCH_FRACTION * PAPER_EPOCHS:
+        out.append(
+            f"{epochs} epoch{'' if epochs == 1 else 's'}: far from the paper's {PAPER_EPOCHS}"
+        )
+    return out
+
+
+def interval_text(cell: pd.Series | dict, digits: int = 2) -> str:
+    """``90.12 ± 0.15 [89.90, 90.34]``: ave, std and the 95% interval of one summary row
+    (std and interval left out when undefined, with one trial)."""
+    text = f"{cell['ave']:.{digits}f}"
+    if not pd.isna(cell["std"]):
+        text += f" ± {cell['std']:.{digits}f}"
+    if not pd.isna(cell["ci_low"]):
+        text += f" [{cell['ci_low']:.{digits}f}, {cell['ci_high']:.{digits}f}]"
+    return text
 
 
 def status_counts(runs: pd.DataFrame) -> pd.DataFrame:
@@ -308,3 +348,42 @@ def missing_runs(summary: pd.DataFrame) -> pd.DataFrame:
     """Cells with runs not finished (pending, running, failed...): the partial-store view."""
     cols = [*CELL, "runs", "trials", "diverged", "missing", "missing_detail"]
     return summary.loc[summary["missing"] > 0, cols].reset_index(drop=True)
+
+
+def verdicts(summary: pd.DataFrame, tests: pd.DataFrame) -> pd.DataFrame:
+    """One row per (dataset, model): the best method by ``ave``, its ave ± std [95% CI], and
+    how certain that is, in words, from the paired tests against it.
+
+    ``beaten``: methods significantly worse (Holm p < 0.05) on at least
+    :data:`MIN_TRIALS_TO_TEST` pairs; ``tied``: the others, with the runner-up and its
+    difference first. ``caution``: too few trials or too short runs (:func:`cautions`).
+    """
+    columns = [*ROW, "best", "score", "trials", "epochs", "beaten", "tied", "verdict", "caution"]
+    rows = []
+    for (dataset, model), cells in summary[summary["trials"] > 0].groupby(ROW, sort=False):
+        best = cells.loc[cells["ave"].idxmax()]
+        mine = tests[
+            (tests["dataset"] == dataset) & (tests["model"] == model) & (tests["against"] == "best")
+        ].sort_values("diff", ascending=False)
+        solid = mine["significant"].astype(bool) & (mine["pairs"] >= MIN_TRIALS_TO_TEST)
+        beaten, tied = list(mine.loc[solid, "method"]), mine[~solid]
+        trials, epochs = int(best["trials"]), int(best["epochs"])
+        warn = cautions(trials, epochs)
+        if len(cells) == 1:
+            verdict = "the only method of this row"
+        elif trials < MIN_TRIALS_TO_TEST:
+            verdict = f"highest mean, but {trials} trials are too few to say it beats the others"
+        elif tied.empty:
+            verdict = f"significantly better than all {len(beaten)} others (Holm p < {ALPHA})"
+        else:
+            runner = tied.iloc[0]
+            verdict = (
+                f"not significantly better than {', '.join(tied['method'])} "
+                f"(runner-up {runner['method']}: {runner['diff']:+.2f} points, "
+                f"p = {runner['p_holm']:.3g}); better than {len(beaten)} other(s)"
+            )
+        rows.append(
+            [dataset, model, best["method"], interval_text(best), trials, epochs]
+            + [", ".join(beaten), ", ".join(tied["method"]), verdict, "; ".join(warn)]
+        )
+    return pd.DataFrame(rows, columns=columns)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from annealbench.report import stats
 from annealbench.report.paper import dataset_label, model_label, order_methods, order_models
 
 DIGITS = 2
@@ -30,11 +31,17 @@ class Flavor:
     star: str
     escape: Callable[[str], str]
     newline: str = " "
+    spread: bool = False  # also show ± std and the 95% interval under each ave
 
 
 MARKDOWN = Flavor(lambda s: f"**{s}**", lambda k: f"†{k}", "\\*", lambda s: s)
 HTML = Flavor(
-    lambda s: f"<b>{s}</b>", lambda k: f"<sup>†{k}</sup>", "<sup>*</sup>", html.escape, "<br>"
+    lambda s: f"<b>{s}</b>",
+    lambda k: f"<sup>†{k}</sup>",
+    "<sup>*</sup>",
+    html.escape,
+    "<br>",
+    spread=True,
 )
 LATEX = Flavor(
     lambda s: f"\\textbf{{{s}}}",
@@ -65,6 +72,9 @@ def _cell(cell: pd.Series, statistic: str, best: bool, flavor: Flavor) -> str:
         text += flavor.dagger(int(cell["diverged"]))
     if cell["missing"] > 0:
         text += flavor.star
+    if flavor.spread and statistic == "ave" and cell["trials"] > 1:
+        spread = stats.interval_text(cell)[len(_number(cell["ave"])) :].strip()
+        text += f'<br><span class="spread">{html.escape(spread)}</span>'
     return text
 
 
@@ -146,9 +156,58 @@ def tests_matrix(tests: pd.DataFrame, dataset: str, against: str, flavor: Flavor
                     texts.append(f"{t['diff']:+.2f}{flavor.newline}(n={t['pairs']})")
                     continue
                 text = f"{t['diff']:+.2f}{flavor.newline}(p={t['p_holm']:.3g})"
+                if t["pairs"] < stats.MIN_TRIALS_TO_TEST:  # never bold: too few to trust
+                    texts.append(f"{text}{flavor.newline}{flavor.escape(_few(t['pairs']))}")
+                    continue
                 texts.append(flavor.bold(text) if t["significant"] else text)
         out[flavor.escape(model_label(model))] = texts
     return pd.DataFrame.from_dict(out, orient="index", columns=[flavor.escape(m) for m in methods])
+
+
+def _few(pairs: int) -> str:
+    return f"n={pairs}: too few to test"
+
+
+def cells_table(summary: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """Every cell of one dataset as a flat table: trials, epochs, ave ± std [95% CI], max and
+    what makes it weak evidence (too few trials, too short runs)."""
+    cells = summary[summary["dataset"] == dataset]
+    table = pd.DataFrame(
+        {
+            "model": cells["model"].map(model_label),
+            "method": cells["method"],
+            "trials": cells["trials"].astype(int),
+            "epochs": cells["epochs"].map(lambda e: "" if pd.isna(e) else str(int(e))),
+            "ave": cells["ave"],
+            "std": cells["std"],
+            "95% CI": [
+                "" if pd.isna(lo) else f"[{lo:.2f}, {hi:.2f}]"
+                for lo, hi in zip(cells["ci_low"], cells["ci_high"], strict=True)
+            ],
+            "max": cells["max"],
+            "caution": [
+                "; ".join(stats.cautions(int(t), None if pd.isna(e) else int(e)))
+                for t, e in zip(cells["trials"], cells["epochs"], strict=True)
+            ],
+        }
+    )
+    return table.reset_index(drop=True)
+
+
+def verdict_table(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """The headline: per row, the best method, its ave ± std [95% CI] and how sure that is."""
+    return pd.DataFrame(
+        {
+            "dataset": verdicts["dataset"].map(dataset_label),
+            "model": verdicts["model"].map(model_label),
+            "best": verdicts["best"],
+            "ave ± std [95% CI]": verdicts["score"],
+            "trials": verdicts["trials"],
+            "epochs": verdicts["epochs"],
+            "certainty": verdicts["verdict"],
+            "caution": verdicts["caution"],
+        }
+    )
 
 
 def paper_markdown(table: pd.DataFrame) -> str:
