@@ -658,6 +658,75 @@ def _study_bar(total: int, finished: int, enabled: bool) -> Any:
                 dynamic_ncols=True, smoothing=0.1)  # fmt: skip
 
 
+def grow_study(store: Store, study: Study) -> tuple[int, Study]:
+    """Create ``study`` in ``store``, or grow the stored study of its name; return its id and
+    the study as the store holds it now (the union of both grids) with its runs added.
+
+    A rerun naming more trials, methods, datasets or models with the same run options adds
+    the runs the union grid lacks (every dataset x model x method x trial, so new seeds stay
+    paired across every method) and trains only those; finished runs stay. A rerun naming
+    fewer adds and removes nothing: the study keeps its grid and its unfinished runs all
+    train. Other run options, or an edited user method the study holds, are refused with
+    the list of differences (:meth:`Store.ensure_study`, one write transaction, so two
+    processes growing one study at once keep both additions). Stored user methods keep
+    their stored definitions, loaded in this process or not.
+    """
+    study_id = store.ensure_study(
+        study.name, study.settings(), check=lambda merged: _check_union(study, merged)
+    )
+    stored = store.study_settings(study.name)
+    added = store.add_runs(study_id, _union_configs(study, stored))
+    # This command's methods first: the template (the device) needs a method it can build.
+    methods = (*study.methods, *(m for m in stored["methods"] if m not in study.methods))
+    grown = replace(study, datasets=tuple(stored["datasets"]), models=tuple(stored["models"]),
+                    methods=methods, trials=int(stored["trials"]))  # fmt: skip
+    extra = grown.n_runs - study.n_runs
+    if added < grown.n_runs and (added or extra):  # an existing study grew, or holds more
+        more = (
+            f"; {extra} more than this command names, kept: every unfinished run of the "
+            "study trains"
+            if extra
+            else ""
+        )
+        print(f"study {study.name!r} now holds {grown.n_runs} runs ({added} added){more}")
+    return study_id, grown
+
+
+def _check_union(study: Study, merged: Mapping[str, Any]) -> None:
+    """Refuse a grown grid that cannot train: too many runs, or a model that does not fit a
+    dataset (a new dataset meets the stored models, a new model the stored datasets)."""
+    grown = replace(study, datasets=tuple(merged["datasets"]), models=tuple(merged["models"]),
+                    methods=tuple(merged["methods"]), trials=int(merged["trials"]))  # fmt: skip
+    if grown.n_runs > MAX_RUNS:
+        raise StudyError(
+            f"grown, study {study.name!r} would hold {grown.n_runs:,} runs; one study holds at "
+            f"most {MAX_RUNS:,}: give a new --study name"
+        )
+    try:
+        _check_fit(grown)
+    except StudyError as exc:
+        raise StudyError(f"cannot grow study {study.name!r} (it holds more): {exc}") from None
+
+
+def _union_configs(study: Study, stored: Mapping[str, Any]) -> list[RunConfig]:
+    """Every run of the stored grid, seed-major, with ``study``'s run options; a user method
+    carries its stored definition."""
+    custom = stored.get("custom_methods") or {}
+    try:
+        return [
+            RunConfig(d, m, meth, seed, custom_method=custom.get(meth), **study.options)
+            for seed in range(int(stored["trials"]))
+            for d in stored["datasets"]
+            for m in stored["models"]
+            for meth in stored["methods"]
+        ]
+    except ConfigError as exc:
+        raise StudyError(
+            f"study {study.name!r} holds a method this process cannot build: {exc}; load its "
+            "definition with --methods-file"
+        ) from None
+
+
 def _counts(store: Store, study: str) -> dict[str, int]:
     runs = store.runs_frame(study)
     return {k: int(v) for k, v in runs["status"].value_counts().items()}
@@ -700,8 +769,7 @@ def run_study(
     if not is_uri(ckpt):
         ckpt = Path(ckpt)
     with Store(store_path) as store:
-        study_id = store.ensure_study(study.name, study.settings())
-        store.add_runs(study_id, study.configs())
+        study_id, study = grow_study(store, study)  # the study as stored: maybe a larger grid
         if retry_failed:
             store.retry_failed(study_id)
         counts = _counts(store, study.name)

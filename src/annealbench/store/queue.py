@@ -19,7 +19,7 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,7 @@ __all__ = [
     "RunQueue",
     "Worker",
     "config_dict",
+    "merge_settings",
     "settings_differences",
     "stale_runs",
 ]
@@ -138,6 +139,75 @@ def settings_differences(stored: Mapping[str, Any], given: Mapping[str, Any]) ->
     return lines
 
 
+#: The grid's lists: a study grows along them (stored names first, new ones appended).
+GRID_LISTS = ("datasets", "models", "methods")
+
+
+def _is_list(*values: Any) -> bool:
+    return all(v is None or isinstance(v, list) for v in values)
+
+
+def _is_count(*values: Any) -> bool:
+    return all(v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in values)
+
+
+def merge_settings(
+    stored: Mapping[str, Any], given: Mapping[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
+    """The settings of a study grown from ``stored`` by ``given``, and the differences that
+    forbid growing it.
+
+    The grid grows: ``datasets``, ``models`` and ``methods`` become the union (stored order,
+    then the new names), ``trials`` the larger count, ``custom_methods`` gains the new user
+    methods. Fewer is no difference: nothing is removed. Everything else (``run``, every run
+    option, and the definition of a user method both hold) must be equal; each inequality is
+    one line of the returned list (as :func:`settings_differences` writes it).
+    """
+    merged: dict[str, Any] = dict(stored)
+    fixed_old: dict[str, Any] = {}
+    fixed_new: dict[str, Any] = {}
+    for name in sorted(set(stored) | set(given)):
+        old, new = stored.get(name), given.get(name)
+        if name in GRID_LISTS and _is_list(old, new):
+            merged[name] = list(old or []) + [v for v in new or [] if v not in (old or [])]
+        elif name == "trials" and _is_count(old, new):
+            merged[name] = max(old or 0, new or 0)
+        elif name == "custom_methods" and all(
+            v is None or isinstance(v, Mapping) for v in (old, new)
+        ):
+            old, new = old or {}, new or {}
+            merged[name] = {**new, **old}
+            shared = sorted(set(old) & set(new))
+            fixed_old[name] = {method: old[method] for method in shared}
+            fixed_new[name] = {method: new[method] for method in shared}
+        else:
+            if name in stored:
+                fixed_old[name] = old
+            if name in given:
+                fixed_new[name] = new
+    return merged, settings_differences(fixed_old, fixed_new)
+
+
+def _conflict_message(
+    name: str, path: Any, stored: Mapping[str, Any], given: Mapping[str, Any], conflicts: list[str]
+) -> str:
+    """Why a rerun of study ``name`` is refused: the conflicts, then the grid's differences
+    (which alone would only grow the study)."""
+    growth = settings_differences(
+        {k: v for k, v in stored.items() if k in (*GRID_LISTS, "trials")},
+        {k: v for k, v in given.items() if k in (*GRID_LISTS, "trials")},
+    )
+    lines = [f"study {name!r} in {path} was created with other settings:", *conflicts]
+    if growth:
+        lines += ["the grid differs too (alone, this would grow the study):", *growth]
+    return (
+        "\n  ".join(lines)
+        + "\nRerun with the stored run options (and user methods) to resume or grow the study, "
+        "or pass a new --study name (results of different configurations are never mixed in "
+        "one study)."
+    )
+
+
 def stale_runs(
     conn: sqlite3.Connection, where: str, params: tuple[Any, ...], lease_s: float
 ) -> list[int]:
@@ -183,10 +253,20 @@ def _replace_epochs(conn: sqlite3.Connection, run_id: int, epochs: Iterable[Any]
 class RunQueue(StoreFile):
     """The writing half of :class:`annealbench.store.Store`: studies, runs, claims, results."""
 
-    def ensure_study(self, name: str, settings: Mapping[str, Any]) -> int:
-        """The id of study ``name``, created with ``settings`` if new.
+    def ensure_study(
+        self,
+        name: str,
+        settings: Mapping[str, Any],
+        check: Callable[[dict[str, Any]], None] | None = None,
+    ) -> int:
+        """The id of study ``name``, created with ``settings`` if new, else grown by them.
 
-        Raises StoreError naming every difference when the stored study has other settings.
+        A study grows (:func:`merge_settings`): its stored settings become the union of both
+        grids, in one write transaction, so processes growing it at once keep every addition.
+        ``check(merged)``, when given, may refuse the grown grid (its error propagates and
+        nothing is written). Raises StoreError naming every difference when the run options or
+        a stored user method's definition differ: results of different configurations are
+        never mixed in one study.
         """
         settings = json.loads(json.dumps(settings, sort_keys=True))  # normalise tuples etc.
         with self._write() as conn:
@@ -199,16 +279,18 @@ class RunQueue(StoreFile):
                     (name, json.dumps(settings, sort_keys=True), now()),
                 )
                 return int(cursor.lastrowid)
-        study_id, stored = row[0], json.loads(row[1])
-        differences = settings_differences(stored, settings)
-        if differences:
-            raise StoreError(
-                f"study {name!r} in {self.path} was created with other settings:\n  "
-                + "\n  ".join(differences)
-                + "\nRerun with the stored settings to resume it, or pass a new --study name "
-                "(results of different configurations are never mixed in one study)."
-            )
-        return int(study_id)
+            study_id, stored = int(row[0]), json.loads(row[1])
+            merged, conflicts = merge_settings(stored, settings)
+            if conflicts:
+                raise StoreError(_conflict_message(name, self.path, stored, settings, conflicts))
+            if check is not None:
+                check(merged)
+            if merged != stored:
+                conn.execute(
+                    "UPDATE study SET settings = ? WHERE study_id = ?",
+                    (json.dumps(merged, sort_keys=True), study_id),
+                )
+        return study_id
 
     def add_runs(self, study_id: int, configs: Iterable[Any]) -> int:
         """Add the runs not yet in the study (by :func:`run_key`), in the given order;
