@@ -24,11 +24,18 @@ def schedules_command(
     epochs: int = typer.Option(
         DEFAULT_EPOCHS, "--epochs", help="Length of the run drawn by --plot."
     ),
+    chosen: str | None = typer.Option(
+        None,
+        "--schedules",
+        help="Comma-separated names (e.g. sig,sig+,cosine): list, plot or export exactly "
+        "these; --plot draws one panel each. Default: list and export all, plot Figure 1.",
+    ),
 ) -> None:
     """List the learning-rate schedules, or plot/export them."""
+    names = _chosen_names(chosen)
     if plot is None and csv_path is None:
-        width = max(len(n) for n in schedules.names())
-        for name in schedules.names():
+        width = max(len(n) for n in names or schedules.names())
+        for name in names or schedules.names():
             tag = "paper" if name in schedules.PAPER_SCHEDULES else "     "
             typer.echo(f"{name:<{width}}  {tag}  {schedules.describe(name)}")
         return
@@ -41,7 +48,7 @@ def schedules_command(
 
         try:
             plot.parent.mkdir(parents=True, exist_ok=True)
-            schedules_figure(epochs).savefig(plot)
+            schedules_figure(epochs, names).savefig(plot)
         except OSError as exc:
             raise fail(f"cannot write {plot}: {exc.strerror or exc}") from None
         typer.echo(f"wrote {plot}")
@@ -51,7 +58,7 @@ def schedules_command(
         import numpy as np
 
         progress = np.linspace(0.0, 1.0, steps)
-        columns = {name: schedules.get(name)(progress) for name in schedules.names()}
+        columns = {name: schedules.get(name)(progress) for name in names or schedules.names()}
         try:
             csv_path.parent.mkdir(parents=True, exist_ok=True)
             with csv_path.open("w", newline="") as fh:
@@ -62,3 +69,19 @@ def schedules_command(
         except OSError as exc:
             raise fail(f"cannot write {csv_path}: {exc.strerror or exc}") from None
         typer.echo(f"wrote {csv_path} ({steps} steps x {len(columns)} schedules)")
+
+
+def _chosen_names(chosen: str | None) -> list[str] | None:
+    """The names of ``--schedules a,b,c`` (None when not given); unknown names fail."""
+    if chosen is None:
+        return None
+    names = list(dict.fromkeys(n.strip() for n in chosen.split(",") if n.strip()))
+    if not names:
+        raise fail("--schedules needs at least one name, e.g. --schedules sig,sig+")
+    unknown = [n for n in names if n not in schedules.names()]
+    if unknown:
+        raise fail(
+            f"unknown schedule(s) {', '.join(unknown)} in --schedules; "
+            f"valid: {', '.join(schedules.names())}"
+        )
+    return names

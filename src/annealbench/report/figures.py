@@ -1,10 +1,18 @@
-"""Figures: the schedules (paper's Figure 1), accuracy over epochs (Figures 2-5) and the
-learning rates the runs used. Built on ``matplotlib.figure.Figure`` (Agg, no pyplot state)."""
+"""Figures: the schedules (paper's Figure 1), accuracy and loss over epochs (Figures 2-5) and
+the learning rates the runs used. Built on ``matplotlib.figure.Figure`` (Agg, no pyplot state).
+
+Every figure shows all of its data: axis limits cover every drawn point. Panels are labelled
+by what they hold, from each method's definition (its optimizer and the shape of its rate).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -20,11 +28,26 @@ from annealbench.report.paper import (
     order_models,
 )
 
-# Figure 1's grid: top row decay, bottom row warmup (the paper's arrangement).
-FIGURE1_GRID: tuple[tuple[str, ...], tuple[str, ...]] = (
-    ("0.1", "exp", "str", "sig"),
-    ("rep", "trap", "str+", "sig+"),
-)
+if TYPE_CHECKING:  # pragma: no cover
+    from annealbench.methods import Method
+    from annealbench.schedules import Schedule
+
+__all__ = [
+    "DECAY_METHODS",
+    "WARMUP_METHODS",
+    "accuracy_figure",
+    "curve_frame",
+    "loss_figure",
+    "lr_figure",
+    "method_color",
+    "method_definitions",
+    "method_group",
+    "save",
+    "schedule_kind",
+    "schedules_caption",
+    "schedules_figure",
+]
+
 PANEL_W, PANEL_H = 3.2, 2.6
 DPI = 110
 
@@ -44,7 +67,21 @@ _PALETTE = {
     "sig+": "#ff7f0e",
 }
 _EXTRA = ["#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354"]
-ADAPTIVE = ("rms", "adam")
+
+#: Panel groups, in the order the rows are drawn, and their titles.
+GROUP_TITLES: dict[str, str] = {
+    "constant": "constant-rate SGD",
+    "decaying": "decaying SGD",
+    "warmup": "SGD with warmup",
+    "restarts": "SGD with restarts",
+    "adaptive": "adaptive",
+    "other": "other (definition unknown)",
+}
+_OPTIMIZER_LABELS = {"rmsprop": "RMSprop", "adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}
+_SHAPE_GRID = np.linspace(0.0, 1.0, 2001)
+FIGURE1_POINTS = 1001  # points of each curve of Figure 1 (per run length)
+LR_POINTS = 1001  # points of each schedule line of the rate figure when steps are unknown
+MAX_LR_POINTS = 200_001  # at most this many per-step points per line
 
 
 def _figure(columns: int, rows: int, legend: bool, **subplots: object) -> tuple[Figure, object]:
@@ -62,7 +99,7 @@ def _figure(columns: int, rows: int, legend: bool, **subplots: object) -> tuple[
         top=1 - top / height,
         bottom=bottom / height,
         wspace=0.12,
-        hspace=0.22,
+        hspace=0.3,
     )
     return fig, axes
 
@@ -74,50 +111,176 @@ def method_color(method: str) -> str:
     return _EXTRA[sum(map(ord, method)) % len(_EXTRA)]
 
 
-def schedules_figure(total_epochs: int = 100) -> Figure:
-    """Figure 1: the learning rate over the epochs of a ``total_epochs`` run, 2 x 4 panels."""
+# --------------------------------------------------------------------------- what a curve is
+
+
+def _rates(schedule: Schedule, progress: np.ndarray) -> np.ndarray:
+    return np.broadcast_to(np.asarray(schedule(progress), dtype=float), progress.shape)
+
+
+def schedule_kind(schedule: Schedule) -> str:
+    """The shape of a rate curve, from its values on a fine grid of progress: ``constant``,
+    ``decaying`` (never rises), ``warmup`` (rises from the start to its peak first) or
+    ``restarts`` (starts at its peak and rises again later, as ``rep`` and ``sgdr``)."""
+    rate = _rates(schedule, _SHAPE_GRID)
+    tol = 1e-9 * float(np.max(np.abs(rate)))
+    step = np.diff(rate)
+    if np.ptp(rate) <= tol:
+        return "constant"
+    if np.all(step <= tol):
+        return "decaying"
+    top = int(np.argmax(rate >= rate.max() - tol))  # where the rate first reaches its peak
+    if top > 0 and np.all(step[:top] >= -tol):
+        return "warmup"
+    return "restarts"
+
+
+def _warmup_percent(schedule: Schedule) -> float:
+    """The share of training (%) before the rate first reaches its peak."""
+    rate = _rates(schedule, _SHAPE_GRID)
+    top = int(np.argmax(rate >= rate.max() * (1 - 1e-9)))
+    return round(100 * float(_SHAPE_GRID[top]))
+
+
+def _kind_phrase(schedule: Schedule) -> str:
+    kind = schedule_kind(schedule)
+    if kind == "warmup":
+        return f"warmup (first {_warmup_percent(schedule):g}%), then down"
+    return {"constant": "constant", "decaying": "decay", "restarts": "restarts, no warmup"}[kind]
+
+
+def method_group(definition: Method | None) -> str:
+    """The panel group of a method (a key of :data:`GROUP_TITLES`): ``adaptive`` for any
+    optimizer but SGD, else the shape of its rate; ``other`` without a definition."""
+    if definition is None:
+        return "other"
+    if definition.optimizer != "sgd":
+        return "adaptive"
+    return schedule_kind(definition.schedule_for("", deep=False))
+
+
+def _group_title(group: str, definitions: list[Method | None]) -> str:
+    if group != "adaptive":
+        return GROUP_TITLES[group]
+    optimizers = dict.fromkeys(d.optimizer for d in definitions if d is not None)
+    return f"adaptive ({', '.join(_OPTIMIZER_LABELS.get(o, o) for o in optimizers)})"
+
+
+def _custom_method(config: object) -> Mapping | None:
+    if isinstance(config, str):
+        try:
+            config = json.loads(config)
+        except ValueError:
+            return None
+    custom = config.get("custom_method") if isinstance(config, Mapping) else None
+    return custom if isinstance(custom, Mapping) else None
+
+
+def method_definitions(
+    frame: pd.DataFrame, given: Mapping[str, Method] | None = None
+) -> dict[str, Method | None]:
+    """Each method of ``frame`` -> its definition: ``given`` first, then a user method's
+    ``custom_method`` from the runs' configuration (a ``config`` column of JSON, as the
+    store's runs frame has it), then :func:`annealbench.methods.get`; None when unknown."""
+    from annealbench import methods as methods_mod
+
+    found: dict[str, Method | None] = dict(given or {})
+    if "config" in frame:
+        for method, config in frame.drop_duplicates("method")[["method", "config"]].values:
+            custom = _custom_method(config)
+            if method not in found and custom is not None:
+                with contextlib.suppress(TypeError, ValueError):  # MethodError: a ValueError
+                    found[method] = methods_mod.Method.from_config(custom)
+    for method in order_methods(frame["method"]):
+        if method not in found:
+            try:
+                found[method] = methods_mod.get(method)
+            except ValueError:
+                found[method] = None
+    return found
+
+
+def _schedule_of(definition: Method | None, model: str) -> Schedule | None:
+    """The rate curve ``definition`` uses on ``model``; None when it cannot be known."""
+    if definition is None:
+        return None
+    try:
+        return definition.schedule_for(model)
+    except (KeyError, ValueError):  # a model this installation does not know
+        return None
+
+
+# --------------------------------------------------------------------------- Figure 1
+
+
+def _figure1_panels(names: Sequence[str] | None) -> list[tuple[str, ...]]:
+    """The chosen schedules one per panel; by default every paper schedule, the constant rates
+    sharing the first panel (the paper's 2 x 4 arrangement)."""
     from annealbench import schedules
 
-    progress = np.linspace(0.0, 1.0, 1001)
-    fig, axes = _figure(4, 2, legend=False, sharex=True, sharey=True)
-    for row, names in enumerate(FIGURE1_GRID):
-        for col, name in enumerate(names):
-            ax = axes[row, col]
-            rate = np.broadcast_to(schedules.get(name)(progress), progress.shape)
-            ax.plot(progress * total_epochs, rate, color=method_color(name), lw=1.8)
-            ax.set_title(name)
-            ax.grid(alpha=0.3)
-            if row == 1:
-                ax.set_xlabel("epoch")
-            if col == 0:
-                ax.set_ylabel("learning rate")
-    axes[0, 0].set_xlim(0, total_epochs)
-    axes[0, 0].set_ylim(0, None)
-    fig.suptitle(
-        f"Learning-rate schedules over a {total_epochs}-epoch run (top: decay, bottom: warmup)"
-    )
+    if names is not None:
+        return [(name,) for name in dict.fromkeys(names)]
+    paper = schedules.PAPER_SCHEDULES
+    constant = tuple(n for n in paper if schedule_kind(schedules.get(n)) == "constant")
+    return [constant] + [(n,) for n in paper if n not in constant]
+
+
+def schedules_figure(total_epochs: int = 100, names: Sequence[str] | None = None) -> Figure:
+    """Figure 1: the learning rate over the epochs of a ``total_epochs`` run. By default every
+    paper schedule (the constant rates in one panel, 2 x 4 panels); ``names`` draws exactly
+    those schedules, one per panel. Each panel's title says what its curves do; each line's
+    gid is its schedule's name. :func:`schedules_caption` describes the same figure."""
+    from annealbench import schedules
+
+    panels = _figure1_panels(names)
+    if not panels:
+        raise ValueError("no schedule to draw")
+    columns = min(4, len(panels))
+    rows = -(-len(panels) // columns)
+    progress = np.linspace(0.0, 1.0, FIGURE1_POINTS)
+    fig, axes = _figure(columns, rows, legend=False, sharex=True, sharey=True)
+    flat, top = list(axes.ravel()), 0.0
+    for i, (ax, panel) in enumerate(zip(flat, panels, strict=False)):
+        phrases = []
+        for name in panel:
+            schedule = schedules.get(name)
+            rate = _rates(schedule, progress)
+            top = max(top, float(rate.max()))
+            ax.plot(progress * total_epochs, rate, color=method_color(name), lw=1.8, label=name)
+            ax.lines[-1].set_gid(name)
+            phrases.append(_kind_phrase(schedule))
+        ax.set_title(f"{', '.join(panel)}: {' / '.join(dict.fromkeys(phrases))}", fontsize=9)
+        ax.grid(alpha=0.3)
+        if len(panel) > 1:
+            ax.legend(fontsize=7, frameon=False)
+        if i + columns >= len(panels):  # nothing drawn below it
+            ax.set_xlabel("epoch")
+            ax.tick_params(labelbottom=True)
+        if i % columns == 0:
+            ax.set_ylabel("learning rate")
+    for ax in flat[len(panels) :]:
+        ax.remove()
+    flat[0].set_xlim(0, total_epochs)
+    flat[0].set_ylim(0, top * 1.05)
+    fig.suptitle(f"Learning-rate schedules over a {total_epochs}-epoch run")
     return fig
 
 
-def _panel_rows(methods: list[str]) -> list[tuple[str, list[str]]]:
-    """The paper's split: decay methods, warmup methods, then anything else in the study."""
-    rows = []
-    decay = [m for m in methods if m in DECAY_METHODS]
-    warmup = [m for m in methods if m in WARMUP_METHODS]
-    other = [m for m in methods if m not in DECAY_METHODS and m not in WARMUP_METHODS]
-    for title, group in (("decay", decay), ("warmup", warmup), ("other", other)):
-        if group:
-            rows.append((title, order_methods(group)))
-    return rows
+def schedules_caption(total_epochs: int = 100, names: Sequence[str] | None = None) -> str:
+    """A caption true to ``schedules_figure(total_epochs, names)``: the schedules drawn,
+    grouped by what their rate does (derived from the curves, not from their names)."""
+    from annealbench import schedules
+
+    drawn = [name for panel in _figure1_panels(names) for name in panel]
+    groups: dict[str, list[str]] = {}
+    for name in drawn:
+        groups.setdefault(_kind_phrase(schedules.get(name)), []).append(name)
+    parts = "; ".join(f"{phrase}: {', '.join(group)}" for phrase, group in groups.items())
+    what = " (the paper's Figure 1)" if names is None else ""
+    return f"Learning rate over the epochs of a {total_epochs}-epoch run{what}. {parts}."
 
 
-def _accuracy_limits(curves: pd.DataFrame) -> tuple[float, float]:
-    """A y-range fixed for the whole dataset (as in the paper) that shows where runs end up:
-    from the 5th percentile of all mean accuracies to the top of the bands."""
-    low = float(np.nanpercentile(curves["mean"], 5))
-    high = float(np.nanmax(curves["mean"] + curves["std"].fillna(0)))
-    pad = max(0.5, 0.05 * (high - low))
-    return (max(0.0, low - pad), min(100.0, high + pad))
+# --------------------------------------------------------------------------- curves over epochs
 
 
 def curve_frame(epochs: pd.DataFrame, column: str = "test_acc") -> pd.DataFrame:
@@ -126,91 +289,200 @@ def curve_frame(epochs: pd.DataFrame, column: str = "test_acc") -> pd.DataFrame:
     return grouped.agg(["mean", "std", "count"]).reset_index()
 
 
-def accuracy_figure(epochs: pd.DataFrame, dataset: str) -> Figure:
-    """Figures 2-5 for one dataset: test accuracy over epochs, mean over trials with a band of
-    one standard deviation; rows: decay / warmup (/ other) methods, one column per model.
-
-    ``epochs`` should hold finished ("done") runs only.
-    """
-    curves = curve_frame(epochs[epochs["dataset"] == dataset])
-    if curves.empty:
-        raise ValueError(f"no finished epochs for dataset {dataset!r}")
-    models = order_models(curves["model"])
-    rows = _panel_rows(order_methods(curves["method"]))
-    fig, axes = _figure(len(models), len(rows), legend=True, sharex=True, sharey=True)
-    for r, (title, methods) in enumerate(rows):
-        for c, model in enumerate(models):
-            ax = axes[r, c]
-            for method in methods:
-                line = curves[(curves["model"] == model) & (curves["method"] == method)]
-                if line.empty:
-                    continue
-                x, mean = line["epoch"].to_numpy(), line["mean"].to_numpy()
-                std = line["std"].fillna(0).to_numpy()
-                color = method_color(method)
-                ax.plot(x, mean, color=color, lw=1.4, label=method)
-                ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.18, lw=0)
-            ax.grid(alpha=0.3)
-            if r == 0:
-                ax.set_title(model_label(model))
-            if r == len(rows) - 1:
-                ax.set_xlabel("epoch")
-            if c == 0:
-                ax.set_ylabel(f"{title}: test acc. (%)")
-        handles, labels = axes[r, 0].get_legend_handles_labels()
-        for ax in axes[r, 1:]:
-            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-                if label not in labels:
-                    handles.append(handle)
-                    labels.append(label)
-        axes[r, -1].legend(
-            handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False
-        )
-    axes[0, 0].set_ylim(*_accuracy_limits(curves))
-    axes[0, 0].xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
-    fig.suptitle(
-        f"{dataset_label(dataset)}: test accuracy over epochs (mean over trials, band ±1 std)"
-    )
-    return fig
+def _panel_rows(
+    methods: list[str], definitions: Mapping[str, Method | None]
+) -> list[tuple[str, list[str]]]:
+    """Rows of panels by what the methods are (:func:`method_group`), titled by it."""
+    groups: dict[str, list[str]] = {group: [] for group in GROUP_TITLES}
+    for method in methods:
+        groups[method_group(definitions.get(method))].append(method)
+    return [
+        (_group_title(group, [definitions.get(m) for m in members]), order_methods(members))
+        for group, members in groups.items()
+        if members
+    ]
 
 
-def lr_figure(epochs: pd.DataFrame, dataset: str) -> Figure:
-    """The learning rate each method's runs used per epoch (the store's ``lr``: the rate of
-    the epoch's last step), one panel per model, log scale. For rms/adam it is the base rate."""
-    curves = curve_frame(epochs[(epochs["dataset"] == dataset) & epochs["lr"].notna()], "lr")
-    if curves.empty:
-        raise ValueError(f"no learning rates stored for dataset {dataset!r}")
-    models = order_models(curves["model"])
-    methods = order_methods(curves["method"])
-    fig, grid = _figure(len(models), 1, legend=True, sharex=True, sharey=True)
-    axes = grid[0]
-    for ax, model in zip(axes, models, strict=True):
-        for method in methods:
-            line = curves[(curves["model"] == model) & (curves["method"] == method)]
-            if not line.empty:
-                style = "--" if method in ADAPTIVE else "-"  # rms and adam often coincide
-                ax.plot(
-                    line["epoch"], line["mean"], style, color=method_color(method), label=method
-                )
-        ax.set_yscale("log")
-        ax.set_title(model_label(model))
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3, which="both")
-    positive = curves.loc[curves["mean"] > 0, "mean"]
-    if not positive.empty:  # explicit limits: a log axis of one constant rate autoscales badly
-        axes[0].set_ylim(positive.min() / 1.6, positive.max() * 1.6)
-    axes[0].set_ylabel("learning rate")
-    axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
+def _band(ax: object, line: pd.DataFrame, method: str, gid: str, style: str = "-") -> np.ndarray:
+    """Draw a mean line (labelled ``method``, with ``gid``) and its ±1 std band; return the
+    values drawn (for the axis limits)."""
+    x, mean = line["epoch"].to_numpy(), line["mean"].to_numpy()
+    std = line["std"].fillna(0).to_numpy()
+    color = method_color(method)
+    (drawn,) = ax.plot(x, mean, style, color=color, lw=1.4, label=method)
+    drawn.set_gid(gid)
+    ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.18, lw=0)
+    return np.concatenate([mean, mean - std, mean + std])
+
+
+def _limits(values: list[np.ndarray], low: float, high: float) -> tuple[float, float]:
+    """Limits that hold every value (clipped to [low, high]), with a little room."""
+    flat = np.concatenate(values) if values else np.array([low, high])
+    flat = flat[np.isfinite(flat)]
+    if flat.size == 0:
+        return (low, high)
+    bottom, top = max(low, float(flat.min())), min(high, float(flat.max()))
+    pad = max(0.02 * (top - bottom), 1e-3 * max(abs(top), 1.0))
+    return (max(low, bottom - pad), min(high, top + pad))
+
+
+def _legend(axes: list, anchor: object) -> None:
+    """One legend right of ``anchor`` with every label of ``axes``, each once."""
     handles, labels = [], []
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             if label not in labels:
                 handles.append(handle)
                 labels.append(label)
-    axes[-1].legend(
+    anchor.legend(
         handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False
     )
-    fig.suptitle(f"{dataset_label(dataset)}: learning rates used by the runs")
+
+
+def accuracy_figure(
+    epochs: pd.DataFrame, dataset: str, methods: Mapping[str, Method] | None = None
+) -> Figure:
+    """Figures 2-5 for one dataset: test accuracy over epochs, mean over trials with a band of
+    one standard deviation; one column per model, one row per kind of method (constant-rate,
+    decaying, warmup and restarting SGD, adaptive optimizers, other), from each method's
+    definition (:func:`method_definitions`; ``methods`` gives user methods'). The y axis holds
+    every mean and band (within 0-100%). Each line's gid is ``test_acc:METHOD``.
+
+    ``epochs`` should hold finished ("done") runs only.
+    """
+    frame = epochs[epochs["dataset"] == dataset]
+    curves = curve_frame(frame)
+    if curves.empty:
+        raise ValueError(f"no finished epochs for dataset {dataset!r}")
+    models = order_models(curves["model"])
+    rows = _panel_rows(order_methods(curves["method"]), method_definitions(frame, methods))
+    fig, axes = _figure(len(models), len(rows), legend=True, sharex=True, sharey=True)
+    drawn = []
+    for r, (title, members) in enumerate(rows):
+        for c, model in enumerate(models):
+            ax = axes[r, c]
+            for method in members:
+                line = curves[(curves["model"] == model) & (curves["method"] == method)]
+                if not line.empty:
+                    drawn.append(_band(ax, line, method, f"test_acc:{method}"))
+            ax.grid(alpha=0.3)
+            ax.set_title(f"{model_label(model)}: {title}", fontsize=9)
+            if r == len(rows) - 1:
+                ax.set_xlabel("epoch")
+            if c == 0:
+                ax.set_ylabel("test acc. (%)")
+        _legend(list(axes[r]), axes[r, -1])
+    axes[0, 0].set_ylim(*_limits(drawn, 0.0, 100.0))
+    axes[0, 0].xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+    fig.suptitle(
+        f"{dataset_label(dataset)}: test accuracy over epochs (mean over trials, band ±1 std; "
+        "every point shown)"
+    )
+    return fig
+
+
+def loss_figure(epochs: pd.DataFrame, dataset: str) -> Figure:
+    """Train loss (top row) and test loss (bottom row) over epochs, one column per model: the
+    mean over trials with a band of one standard deviation, one line per method (gid
+    ``train_loss:METHOD`` / ``test_loss:METHOD``). Linear axis holding every mean and band.
+
+    ``epochs`` should hold finished ("done") runs only.
+    """
+    frame = epochs[epochs["dataset"] == dataset]
+    parts = {
+        column: curve_frame(frame[frame[column].notna()], column)
+        for column in ("train_loss", "test_loss")
+    }
+    if all(curves.empty for curves in parts.values()):
+        raise ValueError(f"no losses stored for dataset {dataset!r}")
+    models = order_models(pd.concat([curves["model"] for curves in parts.values()]))
+    methods = order_methods(pd.concat([curves["method"] for curves in parts.values()]))
+    fig, axes = _figure(len(models), 2, legend=True, sharex=True, sharey=True)
+    drawn = []
+    for r, (column, curves) in enumerate(parts.items()):
+        for c, model in enumerate(models):
+            ax = axes[r, c]
+            for method in methods:
+                line = curves[(curves["model"] == model) & (curves["method"] == method)]
+                if not line.empty:
+                    drawn.append(_band(ax, line, method, f"{column}:{method}"))
+            ax.grid(alpha=0.3)
+            ax.set_title(f"{model_label(model)}: {column.replace('_', ' ')}", fontsize=9)
+            if r == 1:
+                ax.set_xlabel("epoch")
+            if c == 0:
+                ax.set_ylabel(f"{column.replace('_', ' ')} (cross-entropy)")
+    _legend(list(axes.ravel()), axes[0, -1])
+    axes[0, 0].set_ylim(*_limits(drawn, 0.0, np.inf))
+    axes[0, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(
+        f"{dataset_label(dataset)}: train and test loss over epochs (mean over trials, band ±1 std)"
+    )
+    return fig
+
+
+def _rate_line(schedule: Schedule, epochs: int, steps_per_epoch: int | None) -> tuple:
+    """x (epochs) and the rate of a run of ``epochs``: at every update when
+    ``steps_per_epoch`` is known (update k has rate schedule(k / total)), else at
+    :data:`LR_POINTS` points of progress."""
+    total = epochs * steps_per_epoch if steps_per_epoch else 0
+    if 0 < total < MAX_LR_POINTS:
+        progress = np.arange(total + 1) / total
+    else:
+        progress = np.linspace(0.0, 1.0, MAX_LR_POINTS if total else LR_POINTS)
+    return progress * epochs, _rates(schedule, progress)
+
+
+def lr_figure(
+    epochs: pd.DataFrame,
+    dataset: str,
+    methods: Mapping[str, Method] | None = None,
+    steps_per_epoch: int | None = None,
+) -> Figure:
+    """The learning rate of each method, one panel per model, log scale. Lines: the method's
+    schedule (:func:`method_definitions`) over its runs' length, per update when
+    ``steps_per_epoch`` is given, else at 1001 points (gid ``schedule:METHOD``). Dots: the
+    rates the store holds, the rate of each epoch's last update (gid ``stored:METHOD``; the
+    only mark of a method whose definition is unknown). For rms/adam it is the base rate."""
+    frame = epochs[(epochs["dataset"] == dataset) & epochs["lr"].notna()]
+    curves = curve_frame(frame, "lr")
+    if curves.empty:
+        raise ValueError(f"no learning rates stored for dataset {dataset!r}")
+    definitions = method_definitions(frame, methods)
+    models = order_models(curves["model"])
+    fig, grid = _figure(len(models), 1, legend=True, sharex=True, sharey=True)
+    axes, drawn = list(grid[0]), []
+    for ax, model in zip(axes, models, strict=True):
+        for method in order_methods(curves["method"]):
+            line = curves[(curves["model"] == model) & (curves["method"] == method)]
+            if line.empty:
+                continue
+            color, schedule = method_color(method), _schedule_of(definitions[method], model)
+            style = "--" if method_group(definitions[method]) == "adaptive" else "-"
+            if schedule is not None:
+                x, rate = _rate_line(schedule, int(line["epoch"].max()), steps_per_epoch)
+                ax.plot(x, rate, style, color=color, lw=1.3, label=method, gid=f"schedule:{method}")
+                drawn.append(rate)
+            label = f"_{method} stored" if schedule is not None else method
+            ax.plot(line["epoch"], line["mean"], "o", ms=2.5, color=color, label=label)
+            ax.lines[-1].set_gid(f"stored:{method}")
+            drawn.append(line["mean"].to_numpy())
+        ax.set_yscale("log")
+        ax.set_title(model_label(model))
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3, which="both")
+    values = np.concatenate(drawn)
+    positive = values[np.isfinite(values) & (values > 0)]
+    if positive.size:  # explicit limits: a log axis of one constant rate autoscales badly
+        axes[0].set_ylim(positive.min() / 1.6, positive.max() * 1.6)
+    axes[0].set_ylabel("learning rate")
+    axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
+    _legend(axes, axes[-1])
+    fig.suptitle(
+        f"{dataset_label(dataset)}: learning rates (lines: each method's schedule, per update; "
+        "dots: the stored rate of each epoch's last update)",
+        fontsize=10,
+    )
     return fig
 
 
