@@ -229,3 +229,12 @@ def test_each_method_keeps_its_color_and_panel_mates_differ() -> None:
     for group in (figures.DECAY_METHODS, figures.WARMUP_METHODS, schedules.PAPER_SCHEDULES):
         colors = [figures.method_color(m) for m in group]
         assert len(set(colors)) == len(colors)
+
+
+def test_panel_rows_name_what_each_accuracy_row_holds() -> None:
+    frame = epochs_frame({"adam": [[1.0]], "sig": [[1.0]], "trap": [[1.0]]})
+    assert figures.panel_rows(frame, "mnist") == [
+        ("decaying SGD", ["sig"]),
+        ("SGD with warmup", ["trap"]),
+        ("adaptive (Adam)", ["adam"]),
+    ]

@@ -42,6 +42,7 @@ __all__ = [
     "method_color",
     "method_definitions",
     "method_group",
+    "panel_rows",
     "save",
     "schedule_kind",
     "schedules_caption",
@@ -303,6 +304,15 @@ def _panel_rows(
     ]
 
 
+def panel_rows(
+    epochs: pd.DataFrame, dataset: str, methods: Mapping[str, Method] | None = None
+) -> list[tuple[str, list[str]]]:
+    """The rows of :func:`accuracy_figure` for ``dataset``: (title, methods) each, top first;
+    for a caption that says what each row holds."""
+    frame = epochs[epochs["dataset"] == dataset]
+    return _panel_rows(order_methods(frame["method"]), method_definitions(frame, methods))
+
+
 def _band(ax: object, line: pd.DataFrame, method: str, gid: str, style: str = "-") -> np.ndarray:
     """Draw a mean line (labelled ``method``, with ``gid``) and its ±1 std band; return the
     values drawn (for the axis limits)."""
@@ -479,8 +489,8 @@ def lr_figure(
     axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
     _legend(axes, axes[-1])
     fig.suptitle(
-        f"{dataset_label(dataset)}: learning rates (lines: each method's schedule, per update; "
-        "dots: the stored rate of each epoch's last update)",
+        f"{dataset_label(dataset)}: learning rates (lines: each method's schedule per update; "
+        "dots: stored, each epoch's last update)",
         fontsize=10,
     )
     return fig
