@@ -580,21 +580,35 @@ class _ReportWriter:
         if not (done["dataset"] == dataset).any():
             self.page.paragraph("No run of this dataset has finished yet: no curves to draw.")
             return
+        # Each method's definition (user methods' from their stored configs), so panels are
+        # labelled by what they hold and rates drawn from the schedule itself.
+        methods = figures.method_definitions(self.analysis.runs)
+        rows = "; ".join(
+            f"{title}: {', '.join(names)}"
+            for title, names in figures.panel_rows(done, dataset, methods)
+        )
         self._figure(
-            figures.accuracy_figure(done, dataset),
+            figures.accuracy_figure(done, dataset, methods),
             f"accuracy_{anchor[3:]}",
             f"{label} accuracy over epochs",
             f"{label}: test accuracy over epochs, mean over finished trials with a band of "
-            "one standard deviation; top: decay methods (Figures 2/4 of the paper), "
-            "then warmup methods (Figures 3/5), then other methods of the study.",
+            f"one standard deviation; every point is inside the axes. Panels: {rows}.",
+        )
+        self._figure(
+            figures.loss_figure(done, dataset),
+            f"loss_{anchor[3:]}",
+            f"{label} training and test loss over epochs",
+            f"{label}: training loss (top) and test loss (bottom) per sample over epochs, mean "
+            "over finished trials with a band of one standard deviation.",
         )
         if done.loc[done["dataset"] == dataset, "lr"].notna().any():
             self._figure(
-                figures.lr_figure(done, dataset),
+                figures.lr_figure(done, dataset, methods),
                 f"lr_{anchor[3:]}",
                 f"{label} learning rates used",
-                f"{label}: the learning rate each run used (the rate of each epoch's last "
-                "step, as stored); for rms and adam it is the base rate of the optimizer.",
+                f"{label}: lines: each method's schedule over the run, evaluated at 1001 "
+                "points, so a warmup shows; dots: the stored rate of each epoch's last update. "
+                "rms and adam run at the base rate of their optimizer.",
             )
 
     def ranks_section(self) -> None:
@@ -626,9 +640,7 @@ class _ReportWriter:
             figures.schedules_figure(schedule_epochs),
             "schedules",
             "learning-rate schedules",
-            f"Learning rate over the epochs of a {schedule_epochs}-epoch run (the paper's "
-            "Figure 1): top row decay (0.1, exp, str, sig), bottom row warmup (rep, trap, str+, "
-            "sig+).",
+            figures.schedules_caption(schedule_epochs),
         )
 
     def closing_sections(self) -> None:

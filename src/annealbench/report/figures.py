@@ -489,9 +489,9 @@ def lr_figure(
     axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
     _legend(axes, axes[-1])
     fig.suptitle(
-        f"{dataset_label(dataset)}: learning rates (lines: each method's schedule per update; "
-        "dots: stored, each epoch's last update)",
-        fontsize=10,
+        f"{dataset_label(dataset)}: learning rates\n(lines: each method's schedule; "
+        "dots: the stored rate of each epoch's last update)",
+        fontsize=9,
     )
     return fig
 
