@@ -322,8 +322,7 @@ def _print_status(
     print(pd.concat([counts, totals], ignore_index=True).to_string(index=False))
     if orphaned:
         print(
-            f"{orphaned} of the running runs lost {'its' if orphaned == 1 else 'their'} process "
-            "(killed or crashed); "
+            f"{orphaned} of the running runs lost their process (killed or crashed); "
             "the next `annealbench run` of their study continues them from their checkpoints."
         )
     for row in failed.head(10).itertuples(index=False):
