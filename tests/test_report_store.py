@@ -270,6 +270,43 @@ def test_report_html_needs_nothing_outside_the_file(report: dict) -> None:
     assert html.count('<img src="data:image/png;base64,') == 3
 
 
+def code_in(html: str) -> list[str]:
+    """Everything in ``html`` that runs code: script elements (``<script src=...>`` when
+    fetched from elsewhere), event-handler attributes (``onload=``...), javascript: URLs."""
+    from html.parser import HTMLParser
+
+    found: list[str] = []
+
+    class Finder(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            if tag == "script":
+                found.append("<script src=...>" if dict(attrs).get("src") else "<script>")
+            for name, value in attrs:
+                if name.startswith("on"):
+                    found.append(f"<{tag} {name}=...>")
+                if (value or "").strip().lower().startswith("javascript:"):
+                    found.append(f"<{tag} {name}={value}>")
+
+    Finder().feed(html)
+    return found
+
+
+def test_report_html_runs_no_code_but_its_one_inline_script(report: dict) -> None:
+    """README: one small inline script (sorting, enlarging figures): nothing fetched, no
+    event-handler attributes, no javascript: links."""
+    assert code_in((report["out"] / "report.html").read_text()) == ["<script>"]
+
+
+def test_the_code_check_finds_code() -> None:
+    page = (
+        '<p>script is a word, onload too</p><script src="a.js"></script><SCRIPT>x()</SCRIPT>'
+        '<img src="data:," onerror="x()"><a href=" JavaScript:x()">x</a>'
+    )
+    assert code_in(page) == [
+        "<script src=...>", "<script>", "<img onerror=...>", "<a href= JavaScript:x()>"
+    ]  # fmt: skip
+
+
 def test_the_browser_check_catches_a_broken_image(tmp_path: Path) -> None:
     page = tmp_path / "broken.html"
     page.write_text(

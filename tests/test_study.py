@@ -20,7 +20,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -41,10 +43,11 @@ from annealbench.study import (
 )
 
 METHODS = ("sig+", "adam")
+EPOCHS = 3
 # One worker: these tests watch the study's own process (monkeypatches, kills, counts).
 GRID_ARGS = ["--workers", "1", "--datasets", "fashion-mnist", "--models", "nn2",
-             "--methods", ",".join(METHODS), "--trials", "2", "--epochs", "3", "--subset", "512",
-             "--threads", "1",
+             "--methods", ",".join(METHODS), "--trials", "2", "--epochs", str(EPOCHS),
+             "--subset", "512", "--threads", "1",
              "--no-progress", "--batched", "off"]  # fmt: skip
 METRICS = ["lr", "train_loss", "train_acc", "test_loss", "test_acc"]
 TINY = Study(
@@ -53,18 +56,29 @@ TINY = Study(
     models=("nn2",),
     methods=METHODS,
     trials=2,
-    options={"epochs": 3, "subset": 512},
+    options={"epochs": EPOCHS, "subset": 512},
 )
 
 runner = CliRunner()
 
 
-def cli(*args: str | Path) -> subprocess.Popen:
-    """`annealbench ARGS` as a real process (so it can be killed)."""
+def _signals_as_from_a_terminal() -> None:
+    """In the child, before exec: SIGINT and SIGTERM at their defaults. A background child of
+    a non-interactive shell starts with SIGINT ignored, and Python then never raises
+    KeyboardInterrupt, so a Ctrl-C test would see a process that cannot be interrupted."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def cli(*args: str | Path, prelude: str = "") -> subprocess.Popen:
+    """`annealbench ARGS` as a real process (so it can be killed); ``prelude`` is Python run
+    before the command (to instrument it)."""
     return subprocess.Popen(
-        [sys.executable, "-c", "from annealbench.cli import main; main()", *map(str, args)],
+        [sys.executable, "-c", f"{prelude}\nfrom annealbench.cli import main; main()",
+         *map(str, args)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True, preexec_fn=_signals_as_from_a_terminal,
     )  # fmt: skip
 
 
@@ -188,7 +202,8 @@ def test_reference_study_is_complete(reference: Path) -> None:
     env = json.loads(runs["environment"].iloc[0])
     assert env["device"] == "cpu" and env["threads"] == 1 and env["torch"]
     assert runs["attempts"].tolist() == [1] * 4
-    assert not any(Path(f"{reference}.checkpoints").iterdir())  # finished runs leave none
+    # Finished runs leave no checkpoint, and the study no empty checkpoint folder.
+    assert not Path(f"{reference}.checkpoints").exists()
 
 
 def test_rerun_skips_finished_runs(reference: Path, tmp_path: Path) -> None:
@@ -203,18 +218,52 @@ def test_rerun_skips_finished_runs(reference: Path, tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(metrics(store), before)
 
 
-def wait_for(store: Path, proc: subprocess.Popen, sql: str, at_least: int) -> None:
-    """Poll the store until ``sql`` counts ``at_least`` rows (or the process ends)."""
+def wait_until(
+    store: Path, proc: subprocess.Popen, ready: Callable[[sqlite3.Connection], bool]
+) -> bool:
+    """Poll the store (read-only) until ``ready(connection)``; False if the process ended or
+    two minutes passed first."""
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
         with contextlib.suppress(sqlite3.Error):
             conn = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=5)
             try:
-                if conn.execute(sql).fetchone()[0] >= at_least:
-                    return
+                if ready(conn):
+                    return True
             finally:
                 conn.close()
         time.sleep(0.005)
+    return False
+
+
+def wait_for(store: Path, proc: subprocess.Popen, sql: str, at_least: int) -> bool:
+    """Poll the store until ``sql`` counts ``at_least`` rows (or the process ends)."""
+    return wait_until(store, proc, lambda conn: conn.execute(sql).fetchone()[0] >= at_least)
+
+
+def run_checkpoints(folder: Path, run_id: int) -> list[Path]:
+    """The checkpoint files of run ``run_id`` in a study's checkpoint folder."""
+    return list(folder.glob(f"run{run_id:06d}-*.pt"))
+
+
+def checkpointed_wall_times(folder: Path) -> dict[tuple[int, int], float]:
+    """``(run id, epoch) -> wall time`` of every epoch the study's checkpoints hold. A run
+    resumed from its checkpoint stores these very numbers; one restarted times them anew."""
+    import torch
+
+    times = {}
+    for path in folder.glob("run*.pt"):
+        state = torch.load(path, weights_only=True)
+        times.update({(int(path.name[3:9]), r["epoch"]): r["wall_time"] for r in state["records"]})
+    return times
+
+
+def stored_wall_times(store: Path) -> dict[tuple[int, int], float]:
+    """``(run id, epoch) -> wall time`` of every stored epoch."""
+    with Store(store, readonly=True) as s:
+        epochs = s.epochs_frame()
+    rows = zip(epochs["run_id"], epochs["epoch"], epochs["wall_time"], strict=True)
+    return {(int(run_id), int(epoch)): wall for run_id, epoch, wall in rows}
 
 
 def resume_here(store: Path) -> None:
@@ -226,27 +275,47 @@ def resume_here(store: Path) -> None:
 def test_sigkill_mid_study_then_resume_equals_uninterrupted(
     reference: Path, tmp_path: Path
 ) -> None:
+    import torch
+
     store = tmp_path / "results.sqlite"
+    checkpoints = Path(f"{store}.checkpoints")
+
+    def mid_run(conn: sqlite3.Connection) -> bool:
+        """A run is done and the next one is mid-way: running, some but not all of its
+        epochs stored, its checkpoint on disk."""
+        if not conn.execute("SELECT count(*) FROM run WHERE status = 'done'").fetchone()[0]:
+            return False
+        running = conn.execute(
+            "SELECT run_id FROM run AS r WHERE status = 'running' AND "
+            "(SELECT count(*) FROM epoch AS e WHERE e.run_id = r.run_id) BETWEEN 1 AND ?",
+            (EPOCHS - 1,),
+        ).fetchall()
+        return any(run_checkpoints(checkpoints, run_id) for (run_id,) in running)
+
     proc = cli("run", *GRID_ARGS, "--store", store)
-    wait_for(store, proc, "SELECT count(*) FROM epoch", 5)  # in the second run
+    assert wait_until(store, proc, mid_run), proc.communicate()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read()
     with Store(store, readonly=True) as s:
         runs, epochs = s.runs_frame(), s.epochs_frame()
+    # Killed mid-run: one run was in flight, with epochs stored, when the process died.
     assert 0 < (runs["status"] == "done").sum() < 4, runs["status"].tolist()
-    # The run in flight has a checkpoint at least as far as the store: nothing stored is lost.
-    interrupted = runs[runs["status"] == "running"]
+    (run_id,) = runs.loc[runs["status"] == "running", "run_id"]
     status = runner.invoke(app, ["status", "--store", str(store)]).output
-    assert ("1 of the running runs lost their process" in status) == bool(len(interrupted))
-    if len(interrupted):
-        import torch
-
-        (checkpoint,) = Path(f"{store}.checkpoints").glob("*.pt")
-        saved = torch.load(checkpoint, weights_only=True)["epoch"]
-        assert saved >= (epochs["run_id"] == interrupted["run_id"].iloc[0]).sum()
+    assert "1 of the running runs lost" in status, status
+    # Its checkpoint is at least as far as the store: nothing stored is lost.
+    (checkpoint,) = run_checkpoints(checkpoints, run_id)
+    saved = torch.load(checkpoint, weights_only=True)["epoch"]
+    stored = (epochs["run_id"] == run_id).sum()
+    assert 1 <= stored <= saved <= EPOCHS, (stored, saved)
+    kept = {**stored_wall_times(store), **checkpointed_wall_times(checkpoints)}
     resume_here(store)
     pd.testing.assert_frame_equal(metrics(store), metrics(reference))
+    # Finished runs were skipped and the killed one continued from its checkpoint: every
+    # epoch stored or checkpointed before the kill is kept as it was, not trained again.
+    after = stored_wall_times(store)
+    assert {key: after[key] for key in kept} == kept
     with Store(store, readonly=True) as s:
         assert s.runs_frame()["attempts"].max() <= 2
     assert not list(Path(f"{store}.checkpoints").glob("*.pt"))
@@ -263,74 +332,196 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(reference: Path, tmp_path: 
     with Store(store, readonly=True) as s:
         statuses = set(s.runs_frame()["status"])
     assert "running" not in statuses and "pending" in statuses
+    kept = {**stored_wall_times(store), **checkpointed_wall_times(Path(f"{store}.checkpoints"))}
+    assert kept
     resume_here(store)
     pd.testing.assert_frame_equal(metrics(store), metrics(reference))
+    after = stored_wall_times(store)  # the run in flight continued from its checkpoint
+    assert {key: after[key] for key in kept} == kept
 
 
-def test_two_concurrent_runners_train_each_run_once(reference: Path, tmp_path: Path) -> None:
+def test_sigterm_stops_cleanly_like_ctrl_c(tmp_path: Path) -> None:
+    """A scheduler's SIGTERM (a preempted job, ``kill``): the run in flight goes back to
+    pending with its checkpoint kept, exit status 130, and the command says how to resume."""
     store = tmp_path / "results.sqlite"
-    other = cli("run", *GRID_ARGS, "--store", store)
+    proc = cli("run", *GRID_ARGS, "--store", store)
+    assert wait_for(store, proc, "SELECT count(*) FROM epoch", 1), proc.communicate()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    assert "1 run(s) in flight put back to pending" in err, err
+    assert "Resume with the same command" in err and "--store" in err
+    assert "Traceback" not in err
+    with Store(store, readonly=True) as s:
+        runs = s.runs_frame()
+        assert s._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert (
+            s._conn.execute("SELECT count(*) FROM run WHERE claim IS NOT NULL").fetchone()[0] == 0
+        )
+    assert "running" not in set(runs["status"]) and "pending" in set(runs["status"])
+    released = runs[(runs["status"] == "pending") & (runs["attempts"] == 1)]
+    assert len(released) == 1, runs[["run_id", "status", "attempts"]]
+    assert run_checkpoints(Path(f"{store}.checkpoints"), released["run_id"].iloc[0])
+
+
+#: Python run before a runner's command: its runs' environments say ``"runner": RUNNER``, it
+#: prints ``trained RUN_ID EPOCH`` for every epoch its driver stores, and it takes 0.1 s more
+#: per epoch (so a second runner started meanwhile surely finds runs left to train).
+TAG_THE_RUNNER = """
+import time
+from annealbench import executors, study
+environment, epoch = executors.environment, study._Driver.epoch
+executors.environment = lambda device: {**environment(device), "runner": RUNNER}
+def logged(self, claim, record):
+    print("trained", claim.run_id, record["epoch"], flush=True)
+    epoch(self, claim, record)
+    time.sleep(0.1)
+study._Driver.epoch = logged
+"""
+
+
+def test_two_concurrent_runners_train_each_run_once(
+    reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from annealbench import executors
+    from annealbench import study as study_module
+
+    store = tmp_path / "results.sqlite"
+    other = cli("run", *GRID_ARGS, "--store", store,
+                prelude=f"RUNNER = 'other'\n{TAG_THE_RUNNER}")  # fmt: skip
     wait_for(store, other, "SELECT count(*) FROM run WHERE status = 'running'", 1)
-    resume_here(store)  # a second runner on the same store, while the first one trains
+    # A second runner on the same store, in this process, while the first one trains.
+    here: list[tuple[int, int]] = []
+    environment, epoch = executors.environment, study_module._Driver.epoch
+    monkeypatch.setattr(executors, "environment", lambda d: {**environment(d), "runner": "here"})
+
+    def logged(driver: object, claim: Any, record: dict[str, Any]) -> None:
+        here.append((claim.run_id, record["epoch"]))
+        epoch(driver, claim, record)
+
+    monkeypatch.setattr(study_module._Driver, "epoch", logged)
+    resume_here(store)
     out, err = other.communicate(timeout=300)
     assert other.returncode == 0, out + err
+    logged_there = [line.split() for line in out.splitlines() if line.startswith("trained ")]
+    there = [(int(run_id), int(number)) for _, run_id, number in logged_there]
     with Store(store, readonly=True) as s:
         runs = s.runs_frame()
         assert s._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert runs["attempts"].tolist() == [1] * 4 and set(runs["status"]) == {"done"}
-    assert runs["environment"].str.contains('"host"').all()
+    # Both runners trained, and together they trained every epoch of every run exactly once.
+    assert here and there, (here, there)
+    assert sorted(here + there) == [(r, e) for r in runs["run_id"] for e in range(1, EPOCHS + 1)]
+    by = {"here": {r for r, _ in here}, "other": {r for r, _ in there}}
+    assert not by["here"] & by["other"]
+    # Each run's environment names the runner that trained it.
+    for run_id, env in zip(runs["run_id"], runs["environment"], strict=True):
+        env = json.loads(env)
+        assert env["host"] and run_id in by[env["runner"]], (run_id, env)
     pd.testing.assert_frame_equal(metrics(store), metrics(reference))
 
 
 def test_local_workers_survive_a_dead_worker_and_store_the_same_numbers(
-    reference: Path, tmp_path: Path
+    reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two worker processes; one is SIGKILLed mid-run, its run is retried from its checkpoint."""
+    """Two worker processes; one is SIGKILLed mid-run, its run is retried from its checkpoint:
+    the driver receives each of its epochs once, the retry starting past the ones it had."""
     import multiprocessing
 
+    from annealbench import study as study_module
+
     store = tmp_path / "results.sqlite"
+    received: list[tuple[int, int]] = []  # (run id, epoch), as the driver got them
+    lost: list[tuple[int, int]] = []  # (run id, len(received) when its worker was found dead)
     killed: list[int] = []
+    epoch, lose = study_module._Driver.epoch, study_module._Driver.lost
 
-    def kill_a_worker() -> None:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            with contextlib.suppress(sqlite3.Error):
-                conn = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=5)
-                try:
-                    stored = conn.execute("SELECT count(*) FROM epoch").fetchone()[0]
-                finally:
-                    conn.close()
-                workers = [p for p in multiprocessing.active_children()
-                           if p.name.startswith("annealbench-worker")]  # fmt: skip
-                if stored >= 1 and workers:
-                    os.kill(workers[0].pid, signal.SIGKILL)
-                    killed.append(workers[0].pid)
-                    return
-            time.sleep(0.005)
+    def epoch_then_kill(driver: Any, claim: Any, record: dict[str, Any]) -> None:
+        received.append((claim.run_id, int(record["epoch"])))
+        epoch(driver, claim, record)
+        # Once every run in flight has checkpointed an epoch (the driver hears of an epoch
+        # after its checkpoint is on disk) and has one still to go, kill a worker that
+        # trains one: either of two busy workers, or both when one is idle (that one's
+        # death loses nothing).
+        seen = [driver.epochs_seen.get(run_id, 0) for run_id in driver.in_flight]
+        if not killed and seen and all(1 <= n < EPOCHS for n in seen):
+            workers = [p for p in multiprocessing.active_children()
+                       if p.name.startswith("annealbench-worker")]  # fmt: skip
+            for worker in workers[:1] if len(seen) == len(workers) else workers:
+                os.kill(worker.pid, signal.SIGKILL)
+                killed.append(worker.pid)
 
-    watcher = threading.Thread(target=kill_a_worker)
-    watcher.start()
+    def noted_lost(driver: Any, claim: Any, reason: str) -> None:
+        lost.append((claim.run_id, len(received)))
+        lose(driver, claim, reason)
+
+    monkeypatch.setattr(study_module._Driver, "epoch", epoch_then_kill)
+    monkeypatch.setattr(study_module._Driver, "lost", noted_lost)
     outcome = run_study(TINY, store, workers=2, threads=1, progress=False, batched="off")
-    watcher.join()
     assert killed and outcome.counts == {"done": 4}
+    ((run_id, at),) = lost  # the killed worker's run, and no other, went back to the driver
     with Store(store, readonly=True) as s:
-        attempts = sorted(s.runs_frame()["attempts"])
-    assert attempts == [1, 1, 1, 2]  # the killed worker's run, trained again from its checkpoint
+        attempts = s.runs_frame().set_index("run_id")["attempts"]
+    assert attempts[run_id] == 2 and sorted(attempts) == [1, 1, 1, 2]
+    # The retry continued from the checkpoint: no epoch of the run came twice, and the first
+    # one after the retry follows those received before it (a restart would send epoch 1).
+    before = [n for r, n in received[:at] if r == run_id]
+    after = [n for r, n in received[at:] if r == run_id]
+    assert before and after and 1 <= before[-1] < after[0] and after[-1] == EPOCHS, received
+    for each in attempts.index:
+        epochs = [n for r, n in received if r == each]
+        assert epochs == sorted(set(epochs)), (each, received)
     pd.testing.assert_frame_equal(metrics(store), metrics(reference))
 
 
-def _kill_a_ray_task(checkpoints: Path, killed: list[int]) -> None:
-    """Once a run has checkpointed an epoch, SIGKILL a Ray worker process that trains one."""
+def _ray_trainers() -> set[int]:
+    """The processes running a Ray task of a run now (Ray titles them after the task)."""
+    pids = set()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if cmdline.read_bytes().startswith(b"ray::_ray_train"):
+                pids.add(int(cmdline.parent.name))
+    return pids
+
+
+def _mid_run(checkpoints: Path) -> dict[int, dict[str, Any]]:
+    """By run id, the checkpoint of each run that holds some but not all of its epochs: a run
+    whose task is still training it."""
+    import torch
+
+    states = {}
+    for path in checkpoints.glob("run*.pt"):
+        with contextlib.suppress(OSError, RuntimeError, EOFError):  # just finished: gone
+            state = torch.load(path, weights_only=True)
+            if 1 <= state["epoch"] < EPOCHS:
+                states[int(path.name[3:9])] = state
+    return states
+
+
+def _kill_a_ray_task(checkpoints: Path, first_epochs: dict[int, dict], killed: list[int]) -> None:
+    """Once every Ray task that trains a run trains one that has checkpointed an epoch and has
+    one still to go, note those runs' epoch-1 records as their checkpoints hold them and
+    SIGKILL one of the tasks' processes. The tasks are frozen (SIGSTOP) while this is checked,
+    so the killed one cannot finish its run in the meantime."""
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and not killed:
-        if list(checkpoints.glob("*.pt")):
-            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-                with contextlib.suppress(OSError):
-                    if cmdline.read_bytes().startswith(b"ray::_ray_train"):
-                        os.kill(int(cmdline.parent.name), signal.SIGKILL)
-                        killed.append(int(cmdline.parent.name))
-                        return
-        time.sleep(0.01)
+        pids = _ray_trainers()
+        if pids and len(_mid_run(checkpoints)) == len(pids):
+            for pid in pids:
+                with contextlib.suppress(OSError):  # gone: the check below sees it
+                    os.kill(pid, signal.SIGSTOP)
+            try:
+                states = _mid_run(checkpoints)
+                if _ray_trainers() == pids and len(states) == len(pids):
+                    first_epochs.update({r: state["records"][0] for r, state in states.items()})
+                    victim = min(pids)
+                    os.kill(victim, signal.SIGKILL)
+                    killed.append(victim)
+            finally:
+                for pid in pids:
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGCONT)
+        time.sleep(0.005)
 
 
 def test_ray_executor_retries_a_dead_worker_and_stores_the_same_numbers(
@@ -341,7 +532,10 @@ def test_ray_executor_retries_a_dead_worker_and_stores_the_same_numbers(
     store = tmp_path / "results.sqlite"
     two_runs = dataclasses.replace(TINY, trials=1)
     killed: list[int] = []
-    watcher = threading.Thread(target=_kill_a_ray_task, args=(Path(f"{store}.checkpoints"), killed))
+    first_epochs: dict[int, dict] = {}
+    watcher = threading.Thread(
+        target=_kill_a_ray_task, args=(Path(f"{store}.checkpoints"), first_epochs, killed)
+    )
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         watcher.start()
@@ -350,12 +544,20 @@ def test_ray_executor_retries_a_dead_worker_and_stores_the_same_numbers(
         watcher.join()
         ray.shutdown()
     assert killed, "no Ray worker was seen training"
-    assert outcome.counts == {"done": 2}  # Ray retried the killed task from its checkpoint
+    assert outcome.counts == {"done": 2}  # Ray retried the killed task
     expected = metrics(reference)
     expected = expected[expected["method"].isin(["sig+", "adam"]) & (expected["seed"] == 0)]
     pd.testing.assert_frame_equal(metrics(store), expected.reset_index(drop=True))
     with Store(store, readonly=True) as s:
         assert '"threads": 1' in s.runs_frame()["environment"].iloc[0]
+        epochs = s.epochs_frame()
+    # From its checkpoint: every run mid-way at the kill (the killed one among them) stored
+    # the epoch 1 its checkpoint held then, wall time included; a restart would time it anew.
+    assert first_epochs
+    stored = epochs[epochs["epoch"] == 1].set_index("run_id")["wall_time"]
+    assert {r: record["wall_time"] for r, record in first_epochs.items()} == {
+        r: stored[r] for r in first_epochs
+    }
 
 
 # -- the other commands ------------------------------------------------------------------

@@ -19,7 +19,16 @@ from annealbench.cli import app
 from annealbench.store import Store
 from annealbench.study import MAX_GROUP, group_size
 from annealbench.training import RunConfig
-from test_study import METRICS, cli, invoke_fails, metrics, runner, wait_for
+from test_study import (
+    METRICS,
+    checkpointed_wall_times,
+    cli,
+    invoke_fails,
+    metrics,
+    runner,
+    stored_wall_times,
+    wait_for,
+)
 
 GRID = ["--workers", "1", "--datasets", "fashion-mnist", "--models", "nn2",
         "--methods", "sig+,adam", "--trials", "2", "--epochs", "3", "--subset", "512",
@@ -145,8 +154,13 @@ def test_sigkill_mid_group_then_resume_equals_the_uninterrupted_group(
     with Store(store, readonly=True) as s:
         assert s.runs_frame()["status"].tolist() == ["running"] * 4  # all in the killed group
     assert len(list(Path(f"{store}.checkpoints").glob("*.pt"))) == 4
+    saved = checkpointed_wall_times(Path(f"{store}.checkpoints"))
+    assert {epoch for _, epoch in saved} <= {1, 2}  # killed before the group's last epoch
     run_here(store)  # the same command: the group is claimed again and resumed batched
     pd.testing.assert_frame_equal(metrics(store), metrics(batched))
+    # From the checkpoints: the epochs they held are stored as they were, not trained again.
+    stored = stored_wall_times(store)
+    assert {key: stored[key] for key in saved} == saved
     with Store(store, readonly=True) as s:
         assert s.runs_frame()["attempts"].tolist() == [2] * 4
     assert not list(Path(f"{store}.checkpoints").glob("*.pt"))
@@ -165,8 +179,12 @@ def test_ctrl_c_releases_every_run_of_the_group_and_it_resumes_one_at_a_time(
     with Store(store, readonly=True) as s:
         assert s.runs_frame()["status"].tolist() == ["pending"] * 4
     # The group's per-run checkpoints are the engine's: each run continues alone from its own.
+    saved = checkpointed_wall_times(Path(f"{store}.checkpoints"))
+    assert len({run_id for run_id, _ in saved}) == 4
     run_here(store, "--batched", "off")
     assert_close(metrics(store), metrics(batched))
+    stored = stored_wall_times(store)
+    assert {key: stored[key] for key in saved} == saved
     with Store(store, readonly=True) as s:
         assert s.runs_frame()["attempts"].tolist() == [2] * 4
 

@@ -162,14 +162,28 @@ def test_keys_are_stable_and_ignore_the_device():
         ({"subset": 0}, "subset must be"),
         ({"step_per": "batch"}, "step_per must be"),
         ({"model": "vgg19"}, "does not fit fashion-mnist"),
-        ({"device": "cuda:0"}, "no CUDA GPU"),
+        ({"device": "gpu"}, "unknown device 'gpu'"),
     ],
 )
 def test_bad_configs_are_refused(overrides, match):
-    if overrides.get("device", "").startswith("cuda") and torch.cuda.is_available():
-        pytest.fail("this test expects a CPU-only machine")
     with pytest.raises(ConfigError, match=match):
         train(config(**overrides))
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:0"])
+def test_cuda_trains_where_there_is_a_gpu_and_is_refused_where_there_is_none(device):
+    """A run on CUDA is a valid run anywhere (the device is not part of what it is); where
+    it trains, it needs a GPU: here it trains one epoch, or is refused with the reason."""
+    run = config(device=device, epochs=1)
+    run.validate()
+    assert run.key() == config(epochs=1).key()
+    if torch.cuda.is_available():
+        result = train(run)
+        assert result.status == "done" and len(result.epochs) == 1
+        assert 0 < result.epochs[0].train_loss < 10 and result.epochs[0].test_acc > 10
+    else:
+        with pytest.raises(ConfigError, match=f"device '{device}' asked for, .* no CUDA GPU"):
+            train(run)
 
 
 def test_unknown_method_lists_the_valid_ones():
