@@ -150,3 +150,16 @@ def test_a_checkpoint_path_that_is_not_a_file_is_refused_without_hanging(tmp_pat
     os.mkfifo(fifo)
     with pytest.raises(CheckpointError, match="not a regular file"):
         train(config(), checkpoint_path=fifo)
+
+
+def test_a_checkpoint_holds_nothing_tied_to_its_device(tmp_path: Path) -> None:
+    """The augmentation generator is reseeded each epoch from the run's seed, so a GPU's
+    checkpoint resumes on the CPU and back: no device-specific generator state is saved."""
+    from annealbench.training.loop import augment_seed
+
+    where = tmp_path / "run.pt"
+    train(config(epochs=1), checkpoint_path=where)
+    state = torch.load(where, weights_only=True)
+    assert "aug_gen" not in state and state["order_gen"].device.type == "cpu"
+    seeds = {augment_seed(seed, epoch) for seed in range(10) for epoch in range(100)}
+    assert len(seeds) == 1000  # every (trial, epoch) draws its own augmentation

@@ -114,14 +114,6 @@ def test_a_gpu_run_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     assert_close(resumed, full, rel=1e-4, acc=0.5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="src bug (reported): a checkpoint keeps the augmentation generator's state of the "
-    "device it was written on (CPU mt19937, 5056 bytes; CUDA Philox, 16 bytes) and "
-    "Generator.set_state refuses the other's, although the README resumes a study on "
-    "other hardware",
-)
 @pytest.mark.parametrize(("written", "resumed"), [("cuda", "cpu"), ("cpu", "cuda")])
 def test_a_checkpoint_resumes_on_the_other_device(
     tmp_path: Path, written: str, resumed: str

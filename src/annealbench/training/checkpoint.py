@@ -3,7 +3,8 @@
 One file per run, in one format whether the run trains alone or in a batched group, so a
 run interrupted in a group may continue alone and the other way round. The file holds the
 run's identity, status, records, optimizer-update count, model and optimizer state (torch's
-own ``state_dict`` formats) and the two generators' states.
+own ``state_dict`` formats) and its batch-order generator's state (the augmentation generator
+is reseeded every epoch from the run's seed, so nothing device-specific is saved).
 
 A checkpoint lives in a local folder or, so that every node of a cluster can resume any
 run, in an object store (``s3://bucket/prefix``, through pyarrow; ``annealbench[s3]``).

@@ -32,11 +32,30 @@ from annealbench.training import checkpoint as ckpt
 from annealbench.training.config import EpochRecord, RunConfig, RunResult
 from annealbench.training.parts import RatePlan, initial_model, resolve_device, steps_per_epoch
 
-__all__ = ["DIVERGED", "Stepper", "Trainer", "fit", "start", "train", "train_group"]
+__all__ = [
+    "DIVERGED",
+    "Stepper",
+    "Trainer",
+    "augment_seed",
+    "fit",
+    "start",
+    "train",
+    "train_group",
+]
 
 DIVERGED = "training loss became non-finite"
 #: (index of the run in the caller's list, its new epoch): called once the checkpoint is on disk.
 EpochHook = Callable[[int, EpochRecord], None]
+
+
+def augment_seed(seed: int, epoch: int) -> int:
+    """The augmentation generator's seed for one epoch of one run (its trial's seed).
+
+    Reseeding every epoch, rather than saving the generator's state, lets a checkpoint
+    written on a GPU resume on the CPU and the other way round (a CUDA generator's state
+    does not load into a CPU one), and keeps trials paired across methods.
+    """
+    return (seed * 1_000_003 + epoch * 7_919 + 1) % (2**63)
 
 
 class Stepper(Protocol):
@@ -136,6 +155,8 @@ class Trainer:
         """
         n = self.data.train_x.shape[0]
         runs = list(self.active)
+        for run in runs:  # from (seed, epoch) alone: a checkpoint resumes on any device
+            run.aug_gen.manual_seed(augment_seed(run.config.seed, len(run.records)))
         all_orders = torch.stack([torch.randperm(n, generator=r.order_gen) for r in runs])
         orders = all_orders = all_orders.to(self.device, non_blocking=True)
         rates = [r.plan.rates(r.updates, self.steps) for r in runs]
@@ -232,7 +253,6 @@ class Trainer:
                     "model": result.state["model"],
                     "optimizer": result.state["optimizer"],
                     "order_gen": run.order_gen.get_state(),
-                    "aug_gen": run.aug_gen.get_state(),
                 },
                 run.checkpoint,
             )
@@ -262,7 +282,7 @@ def _prepare(
             RatePlan.for_run(config, steps),
             # Batch order on the CPU (cheap, identical on every device); augmentation on it.
             torch.Generator(device="cpu").manual_seed(config.seed),
-            torch.Generator(device=device).manual_seed(config.seed + 1_000_003),
+            torch.Generator(device=device),  # reseeded every epoch: augment_seed
             ckpt.Location.of(path) if path is not None else None,
         )
         state = None
@@ -272,7 +292,6 @@ def _prepare(
             run.resumed_from = len(run.records)
             run.updates = int(state["updates"])
             run.order_gen.set_state(state["order_gen"])
-            run.aug_gen.set_state(state["aug_gen"].to(run.aug_gen.get_state().device))
             if state["status"] == "diverged":
                 run.status = "diverged"
             elif len(run.records) >= config.epochs:
