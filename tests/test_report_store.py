@@ -253,21 +253,21 @@ def test_report_html_renders_in_headless_chromium(report: dict, tmp_path: Path) 
     page = report["out"] / "report.html"
     seen = render_in_chromium(page, tmp_path)
     assert seen["title"].startswith("annealbench report")
-    # Figure 1, the accuracy curves and the learning rates of mnist.
-    assert len(seen["images"]) == 3
+    # mnist's accuracy, loss and learning-rate figures, and Figure 1.
+    assert len(seen["images"]) == 4
     for image in seen["images"]:
         assert image["complete"] and image["width"] > 0, image
         assert image["src"] == "data:image/png;base64,"
-    # Layout, side-by-side, tests against the best (sig+ here, so no second matrix), ranks,
-    # missing runs.
-    assert seen["tables"] == 5
+    # Which method is best, the paper's layout, every cell with its uncertainty,
+    # side-by-side, tests against the best (sig+ here, so no second matrix), ranks, missing.
+    assert seen["tables"] == 7
 
 
 def test_report_html_needs_nothing_outside_the_file(report: dict) -> None:
     html = (report["out"] / "report.html").read_text()
     for external in ('src="http', "src='http", 'href="http', "@import", "url("):
         assert external not in html
-    assert html.count('<img src="data:image/png;base64,') == 3
+    assert html.count('<img src="data:image/png;base64,') == 4
 
 
 def code_in(html: str) -> list[str]:

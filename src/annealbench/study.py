@@ -441,6 +441,10 @@ def preflight(
             f"--data-root {root} is not a folder; give the folder that holds (or will hold) "
             "the datasets, or leave it out for the default"
         )
+    from annealbench.store import schema
+
+    # The store's own folder first: the checkpoint folder defaults to one beside it.
+    schema.check_folder_writable(Path(store_path).expanduser().parent)
     check_folder(checkpoint_dir or default_checkpoint_dir(store_path), "--checkpoint-dir")
     if executor == "local":  # a Ray cluster's devices are its nodes', not this machine's
         resolve_device(study.template().device)

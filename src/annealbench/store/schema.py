@@ -296,7 +296,12 @@ def check_writable(path: Path, exists: bool) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot create the folder {folder}: {exc.strerror}") from exc
-    if not folder_writable(folder):
+    check_folder_writable(folder)
+
+
+def check_folder_writable(folder: Path) -> None:
+    """Refuse a store in an existing folder that may not be written (writes nothing)."""
+    if folder.is_dir() and not folder_writable(folder):
         raise StoreError(
             f"the folder {folder} is read-only (mode {stat.filemode(folder.stat().st_mode)}); "
             "SQLite needs to write its journal next to the store. Make the folder writable "
