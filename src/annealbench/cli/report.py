@@ -11,8 +11,11 @@ from annealbench.cli.app import DEFAULT_STORE, app, plural, report_folder
 
 @app.command("report")
 def report_command(
-    store: Path = typer.Option(
-        DEFAULT_STORE, "--store", help="Results store (SQLite) to read; never changed."
+    store: list[Path] = typer.Option(
+        [DEFAULT_STORE],
+        "--store",
+        help="Results store (SQLite) to read; never changed. Repeat it to report several "
+        "stores side by side.",
     ),
     out: Path | None = typer.Option(
         None,
@@ -20,8 +23,11 @@ def report_command(
         help="Folder for report.html, CSVs, tables, figures (default: beside the store, "
         "named after it: results.sqlite -> results-report).",
     ),
-    study: str | None = typer.Option(
-        None, "--study", help="Study to report; needed when the store holds several."
+    study: list[str] = typer.Option(
+        [],
+        "--study",
+        help="Study to report; needed when the store holds several. Repeat it to report "
+        "several studies side by side (each model's rows labelled by its study).",
     ),
 ) -> None:
     """Write the report of a store: tables, paired tests, figures and one report.html."""
@@ -31,6 +37,8 @@ def report_command(
 
     from annealbench.report import report_store
 
-    written = report_store(store, report_folder(store) if out is None else out, study=study)
+    folder = report_folder(store[0]) if out is None else out
+    chosen = None if not study else (study[0] if len(study) == 1 else study)
+    written = report_store(store if len(store) > 1 else store[0], folder, study=chosen)
     typer.echo(f"wrote {plural(len(written.files), 'file')} to {written.folder}")
     typer.echo(f"report: {written.html.resolve()}")

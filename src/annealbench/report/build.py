@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -670,35 +671,77 @@ class _ReportWriter:
         return ReportFiles(folder=folder, html=html_path, files=self.written)
 
 
-def report_store(
-    store: str | os.PathLike[str], out: str | os.PathLike[str], study: str | None = None
-) -> ReportFiles:
-    """Read a results store (read-only) and write its report into ``out``.
-
-    Raises :class:`ReportError` (or the store's ``StoreError``) with a message for the user.
-    """
+def _read_source(path: Path, study: str | None, names_wanted: list[str] | None) -> list[tuple]:
+    """(label, runs, epochs, settings) for each study of one store to report."""
     from annealbench.store import Store
 
-    path = Path(store)
     if not path.exists():
         raise ReportError(f"no results store at {path}; run `annealbench run` first")
     if path.is_dir():
         raise ReportError(f"{path} is a folder, not a results store file")
     with Store(path, readonly=True) as handle:
         names = handle.study_names()
-        if study is not None and study not in names:
-            raise ReportError(f"no study {study!r} in {path}; studies there: {names or 'none'}")
-        if study is None and len(names) > 1:
+        wanted = names_wanted if names_wanted else ([study] if study else names)
+        missing = [n for n in wanted if n not in names]
+        if missing:
             raise ReportError(
-                f"{path} holds several studies ({', '.join(names)}); pass --study NAME"
+                f"no study {missing[0]!r} in {path}; studies there: {names or 'none'}"
             )
-        runs = handle.runs_frame(study)
-        epochs = handle.epochs_frame(study)
-        settings = {name: handle.study_settings(name) for name in [study] if name} or {
-            name: handle.study_settings(name) for name in names
-        }
-    if runs.empty:
-        raise ReportError(f"the store {path} holds no runs; run `annealbench run` first")
-    # The store is closed: only the output folder is written.
+        if not names_wanted and study is None and len(names) > 1:
+            raise ReportError(
+                f"{path} holds several studies ({', '.join(names)}); pass --study NAME "
+                "(repeat it to report several side by side)"
+            )
+        return [
+            (name, handle.runs_frame(name), handle.epochs_frame(name), handle.study_settings(name))
+            for name in wanted
+        ]
+
+
+def report_store(
+    store: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    study: str | Sequence[str] | None = None,
+) -> ReportFiles:
+    """Read one or several results stores (read-only) and write their report into ``out``.
+
+    ``study`` names one study, or several (a list) to report side by side; with several
+    stores each store's studies are reported. When more than one study is reported, each
+    row of the tables and each column of the figures is a model *of a study*: ``nn2
+    (quick)``, ``nn2 (long)``. Raises :class:`ReportError` (or the store's ``StoreError``).
+    """
+    paths = [Path(store)] if isinstance(store, (str, os.PathLike)) else [Path(s) for s in store]
+    many = None if study is None or isinstance(study, str) else list(study)
+    one = study if isinstance(study, str) else None
+    sources = [(path, *item) for path in paths for item in _read_source(path, one, many)]
+    if all(runs.empty for _, _, runs, _, _ in sources):
+        where = ", ".join(str(p) for p in paths)
+        raise ReportError(f"the store {where} holds no runs; run `annealbench run` first")
+    # The stores are closed: only the output folder is written.
+    runs, epochs, settings = _side_by_side(sources)
     analysis = analyze(runs, epochs, settings)
-    return write_report(analysis, out, source=str(path))
+    return write_report(analysis, out, source=", ".join(str(p) for p in paths))
+
+
+def _side_by_side(sources: list[tuple]) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """One runs and one epochs frame; with several studies, models are labelled by study."""
+    labels = [name for _, name, *_ in sources]
+    clash = len(set(labels)) < len(labels)
+    runs_all, epochs_all, settings, offset = [], [], {}, 0
+    for path, name, runs, epochs, study_settings in sources:
+        label = f"{name}@{path.stem}" if clash else name
+        runs, epochs = runs.copy(), epochs.copy()
+        runs["run_id"] += offset  # run ids are per store: keep them apart
+        epochs["run_id"] += offset
+        offset = int(runs["run_id"].max()) + 1 if not runs.empty else offset
+        if len(sources) > 1:
+            runs["model"] = runs["model"].astype(str) + f" ({label})"
+            epochs["model"] = epochs["model"].astype(str) + f" ({label})"
+        runs_all.append(runs)
+        epochs_all.append(epochs)
+        settings[label] = study_settings
+    return (
+        pd.concat(runs_all, ignore_index=True),
+        pd.concat(epochs_all, ignore_index=True),
+        settings,
+    )
