@@ -405,3 +405,31 @@ def test_run_into_a_chmod_555_folder_exits_2(tmp_path: Path) -> None:
         assert "read-only" in proc.stderr and list(folder.iterdir()) == []
     finally:
         folder.chmod(0o755)
+
+
+def test_a_store_with_flipped_bytes_in_its_schema_is_one_clear_error(tmp_path: Path) -> None:
+    """Defect 6: a damaged schema is a one-line error, exit 2, and the file stays as it is."""
+    from typer.testing import CliRunner
+
+    from annealbench.cli import app
+    from annealbench.study import Study, run_study
+
+    store = tmp_path / "s.sqlite"
+    grid = Study("s", ("fashion-mnist",), ("nn2",), ("sig+",), 1,
+                 {"epochs": 1, "subset": 128, "device": "cpu"})  # fmt: skip
+    run_study(grid, store, progress=False, batched="off")
+    data = bytearray(store.read_bytes())
+    at = data.find(b"CREATE TABLE run")
+    for k in range(at + 13, at + 20):
+        data[k] ^= 0xFF
+    store.write_bytes(bytes(data))
+    before = hashlib.sha256(store.read_bytes()).hexdigest()
+    grid_args = ["--datasets", "fashion-mnist", "--models", "nn2", "--methods", "sig+",
+                 "--trials", "1", "--epochs", "1", "--subset", "128", "--workers", "1"]  # fmt: skip
+    for args in (["status"], ["export", "--out", str(tmp_path / "x")], ["report"],
+                 ["run", *grid_args]):  # fmt: skip
+        result = CliRunner().invoke(app, [*args, "--store", str(store)])
+        assert result.exit_code == 2, (args, result.output)
+        assert "malformed database schema" in result.output
+        assert "Traceback" not in result.output
+    assert hashlib.sha256(store.read_bytes()).hexdigest() == before
