@@ -384,10 +384,7 @@ def accuracy_figure(
         _legend(list(axes[r]), axes[r, -1])
     axes[0, 0].set_ylim(*_limits(drawn, 0.0, 100.0))
     axes[0, 0].xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
-    fig.suptitle(
-        f"{dataset_label(dataset)}: test accuracy over epochs (mean over trials, band ±1 std; "
-        "every point shown)"
-    )
+    fig.suptitle(f"{dataset_label(dataset)}: test accuracy, mean of trials ±1 std", fontsize=10)
     return fig
 
 
@@ -425,9 +422,7 @@ def loss_figure(epochs: pd.DataFrame, dataset: str) -> Figure:
     _legend(list(axes.ravel()), axes[0, -1])
     axes[0, 0].set_ylim(*_limits(drawn, 0.0, np.inf))
     axes[0, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.suptitle(
-        f"{dataset_label(dataset)}: train and test loss over epochs (mean over trials, band ±1 std)"
-    )
+    fig.suptitle(f"{dataset_label(dataset)}: loss, mean of trials ±1 std", fontsize=10)
     return fig
 
 
@@ -488,11 +483,7 @@ def lr_figure(
     axes[0].set_ylabel("learning rate")
     axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
     _legend(axes, axes[-1])
-    fig.suptitle(
-        f"{dataset_label(dataset)}: learning rates\n(lines: each method's schedule; "
-        "dots: the stored rate of each epoch's last update)",
-        fontsize=9,
-    )
+    fig.suptitle(f"{dataset_label(dataset)}: rates (line: schedule; dot: stored)", fontsize=10)
     return fig
 
 
