@@ -27,7 +27,8 @@ from annealbench.errors import ConfigError, DataError
 # Random-crop padding (the standard RandomCrop(32, padding=4) of SVHN and CIFAR).
 CROP_PADDING = 4
 
-# Train images (uint8 N×C×H×W), train labels (integers), test images, test labels.
+# Train images (uint8 N×C×H×W), train labels (integers), test images, test labels. A user's
+# dataset (:mod:`annealbench.data.user`) may also hold float inputs, and N×F feature rows.
 Arrays = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
@@ -41,10 +42,13 @@ class Dataset:
 
     name: str
     num_classes: int
-    input_shape: tuple[int, int, int]  # (C, H, W)
+    # (C, H, W) for images (every built-in dataset); (F,) for rows of F features (tabular).
+    input_shape: tuple[int, ...]
     train_size: int  # of the real dataset; a smaller copy on disk loads too
     test_size: int
-    mean: tuple[float, ...]  # per channel, of the training images scaled to [0, 1]
+    # Per channel (per feature for tabular data), of the training inputs; uint8 images are
+    # scaled to [0, 1] first.
+    mean: tuple[float, ...]
     std: tuple[float, ...]
     crop: bool = False  # random crop with CROP_PADDING pixels of black padding
     flip: bool = False  # random horizontal flip (never for digits)
@@ -60,12 +64,44 @@ class Dataset:
     layout: ClassVar[str | None] = None
 
     def __post_init__(self) -> None:
+        if len(self.input_shape) not in (1, 3):
+            raise ConfigError(
+                f"dataset {self.name!r} has input shape {tuple(self.input_shape)}; give "
+                f"(channels, height, width) for images or (features,) for tabular data"
+            )
         channels = self.input_shape[0]
+        what = "channels" if len(self.input_shape) == 3 else "features"
         if len(self.mean) != channels or len(self.std) != channels:
             raise ConfigError(
-                f"dataset {self.name!r} has {channels} channels but {len(self.mean)} means and "
-                f"{len(self.std)} standard deviations; give one of each per channel"
+                f"dataset {self.name!r} has {channels} {what} but {len(self.mean)} means and "
+                f"{len(self.std)} standard deviations; give one of each per {what[:-1]}"
             )
+
+    # -- What a study records about the data -------------------------------------------------
+
+    def facts(self) -> dict[str, Any]:
+        """The dataset's facts, JSON-ready: ``num_classes, input_shape, train_size,
+        test_size, mean, std, fingerprint``. ``fingerprint`` (a sha256 of the arrays, to tell
+        that the data changed between a run and its resume) is None for the built-in
+        datasets, whose numbers are fixed."""
+        return {
+            "num_classes": self.num_classes,
+            "input_shape": list(self.input_shape),
+            "train_size": self.train_size,
+            "test_size": self.test_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "fingerprint": None,
+        }
+
+    def to_config(self) -> dict[str, Any] | None:
+        """What another process needs to rebuild this dataset (``data.from_config``); None
+        for a dataset every process knows by its name (the built-in ones)."""
+        return None
+
+    def origin(self, root: Path) -> str:
+        """Where the data is read from, for messages."""
+        return str(self.files_in(root))
 
     # -- Reading ----------------------------------------------------------------------------
 
@@ -109,10 +145,14 @@ class Dataset:
 
     def normalize(self, images: torch.Tensor, device: str | torch.device) -> torch.Tensor:
         """uint8 N×C×H×W -> float32 (x/255 - mean)/std, converted on the device (4× less to
-        copy)."""
-        x = images.to(device).float().div_(255)
-        mean = torch.tensor(self.mean, device=device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=device).view(1, -1, 1, 1)
+        copy). Float inputs are not scaled, and N×F rows are normalized per feature."""
+        if images.dtype == torch.uint8:
+            x = images.to(device).float().div_(255)
+        else:  # a copy: the caller's tensor is left alone
+            x = images.to(device=device, dtype=torch.float32, copy=True)
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        mean = torch.tensor(self.mean, device=device).view(shape)
+        std = torch.tensor(self.std, device=device).view(shape)
         return x.sub_(mean).div_(std).contiguous()
 
     # -- Getting missing files: the Debian copy, then the download; else say how ------------
