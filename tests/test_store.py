@@ -106,10 +106,14 @@ def test_runs_and_epochs_frames_have_the_documented_columns(store: Store) -> Non
         "test_loss",
         "test_acc",
         "wall_time",
+        "val_loss",
+        "val_acc",
         "status",
     } <= set(epochs.columns)
     assert len(runs) == 4 and list(runs["status"]).count("running") == 1
-    assert epochs.iloc[0].to_dict() == {
+    first = epochs.iloc[0].to_dict()
+    assert math.isnan(first.pop("val_loss")) and math.isnan(first.pop("val_acc"))
+    assert first == {
         "run_id": claim.run_id,
         "study": "s",
         "dataset": "fashion-mnist",

@@ -231,6 +231,8 @@ def make_version_1(path: Path) -> None:
         s.add_runs(study, [RunConfig("fashion-mnist", "nn2", "sig+", epochs=1)])
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("ALTER TABLE run DROP COLUMN crashes")
+    conn.execute("ALTER TABLE epoch DROP COLUMN val_loss")
+    conn.execute("ALTER TABLE epoch DROP COLUMN val_acc")
     conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     conn.execute("PRAGMA user_version = 1")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -244,6 +246,7 @@ def test_a_version_1_store_is_read_as_is_and_upgraded_for_writing(tmp_path: Path
     with Store(path, readonly=True) as s:
         row = s.runs_frame().iloc[0]
         assert (row["status"], row["attempts"], row["crashes"]) == ("pending", 0, 0)
+        assert list(s.epochs_frame().columns[-3:]) == ["val_loss", "val_acc", "status"]
     assert digest(tmp_path)["results.sqlite"] == before  # still version 1
     with Store(path) as s:
         assert s._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
@@ -253,6 +256,8 @@ def test_a_version_1_store_is_read_as_is_and_upgraded_for_writing(tmp_path: Path
         claim = s.claim_next(1)
         assert (claim.attempts, claim.crashes) == (1, 0)
         assert s.record_crash(claim) == 1
+        s.record_epoch(claim, {"epoch": 1, "lr": 0.1, "val_loss": 0.5, "val_acc": 80.0})
+        assert s.epochs_frame().iloc[0]["val_acc"] == 80.0
 
 
 # -- 3. a store whose recent results are in its WAL, in a read-only folder ------------------

@@ -155,8 +155,11 @@ def test_keys_are_stable_and_ignore_the_device():
 @pytest.mark.parametrize(
     "overrides,match",
     [
-        ({"dataset": "imagenet"}, "unknown dataset 'imagenet'; valid: mnist, fashion-mnist"),
-        ({"model": "vit"}, "unknown model 'vit'; valid: nn2"),
+        (
+            {"dataset": "imagenet"},
+            "unknown dataset 'imagenet'; valid datasets: mnist, fashion-mnist",
+        ),
+        ({"model": "vit"}, "unknown model 'vit'; valid models: nn2"),
         ({"epochs": 0}, "epochs must be an integer >= 1"),
         ({"batch_size": 0}, "batch_size must be an integer >= 1"),
         ({"subset": 0}, "subset must be"),

@@ -435,10 +435,15 @@ def _import_ray() -> Any:
 
 
 def _ray_train(config: dict[str, Any], checkpoint: str, data_root: str | None,
-               threads: int) -> RunOutcome:  # fmt: skip
-    """One run as a Ray task; the checkpoint must be on disk every retry can see."""
+               threads: int, import_path: list[str]) -> RunOutcome:  # fmt: skip
+    """One run as a Ray task; the checkpoint must be on disk every retry can see.
+
+    ``import_path`` is the driver's ``sys.path``: a user model ``mynets:build`` imports
+    from the same folders (on another node, those that exist there).
+    """
     import torch
 
+    sys.path.extend(entry for entry in import_path if entry not in sys.path)
     torch.set_num_threads(threads)
     return execute(config, checkpoint, data_root=data_root)
 
@@ -498,7 +503,7 @@ class RayExecutor:
                     exhausted = True
                     break
                 ref = task.remote(claim.config, str(sink.checkpoint(claim)), self.data_root,
-                                  self.threads)  # fmt: skip
+                                  self.threads, list(sys.path))  # fmt: skip
                 self.refs[ref] = claim
             if not self.refs:
                 return

@@ -8,6 +8,9 @@ A method is an optimizer plus a learning-rate schedule (section 4.1 of the paper
 - ``rms`` and ``adam``: RMSprop and Adam at a constant rate, 1e-3 for the shallow models
   (nn2, nn3, lenet4, vgg9) and 1e-4 for the deep ones, as the paper tunes them.
 
+Today's baselines (:data:`MODERN_METHODS`, not in the paper): ``cosine``, SGD annealed by a
+cosine from 0.1 to 0.001.
+
 Users add their own with :func:`register` or a TOML file read by :func:`load_file`::
 
     [methods.cosine-sgd]
@@ -40,6 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "Method",
     "MethodError",
+    "MODERN_METHODS",
     "PAPER_METHODS",
     "OPTIMIZERS",
     "get",
@@ -229,15 +233,26 @@ def _paper() -> dict[str, Method]:
     return out
 
 
-_BUILTIN: dict[str, Method] = _paper()
+def _modern() -> dict[str, Method]:
+    """Today's schedules as built-in methods (SGD, the paper's momentum and weight decay)."""
+    return {
+        "cosine": Method(
+            "cosine", "sgd", "cosine", description="SGD, cosine annealing 0.1 -> 0.001"
+        ),
+    }
+
+
 #: The paper's 12 methods in the column order of its Tables 2 and 3.
-PAPER_METHODS: tuple[str, ...] = tuple(_BUILTIN)
+PAPER_METHODS: tuple[str, ...] = tuple(_paper())
+_BUILTIN: dict[str, Method] = {**_paper(), **_modern()}
+#: Built-in methods that are not the paper's: today's baselines.
+MODERN_METHODS: tuple[str, ...] = tuple(name for name in _BUILTIN if name not in PAPER_METHODS)
 _USER: dict[str, Method] = {}
 
 
 def names() -> list[str]:
-    """The paper's methods in table order, then user-registered ones."""
-    return [*PAPER_METHODS, *_USER]
+    """The paper's methods in table order, then today's baselines, then user-registered ones."""
+    return [*_BUILTIN, *_USER]
 
 
 def is_builtin(name: str) -> bool:

@@ -55,6 +55,17 @@ class Study:
     trials: int
     options: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    #: The study file it was read from: {"path": ..., "text": ...} (kept in its settings).
+    source: Mapping[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        # File paths are made absolute here, so workers in other folders find the data.
+        from annealbench import data
+
+        if isinstance(self.datasets, (tuple, list)) and all(
+            isinstance(d, str) for d in self.datasets
+        ):
+            object.__setattr__(self, "datasets", tuple(data.canonical(d) for d in self.datasets))
 
     @property
     def n_runs(self) -> int:
@@ -101,8 +112,10 @@ class Study:
         # run key too), so a study may be resumed on other hardware.
         # A user method's definition belongs to its method, not to the grid's first run:
         # every one is recorded, so editing any of them is a conflict, and order is not.
-        skip = {*GRID_FIELDS, "device", "custom_method"}
-        run = {k: v for k, v in self.template().to_dict().items() if k not in skip}
+        # The same for a named user dataset's definition and a user dataset's facts (its
+        # fingerprint: data edited between a run and its resume is a conflict).
+        skip = {*GRID_FIELDS, "custom_method", "custom_dataset"}
+        run = {k: v for k, v in self.template().identity().items() if k not in skip}
         settings: dict[str, Any] = {
             "datasets": list(self.datasets),
             "models": list(self.models),
@@ -110,14 +123,36 @@ class Study:
             "trials": self.trials,
             "run": run,
         }
-        custom = {
-            c.method: c.custom_method
-            for c in self.configs()[: len(self.methods)]
-            if c.custom_method is not None
-        }
-        if custom:
-            settings["custom_methods"] = custom
+        first_seed = [c for c in self.configs() if c.seed == 0]
+        for key, of, field_name in (
+            ("custom_methods", "method", "custom_method"),
+            ("custom_datasets", "dataset", "custom_dataset"),
+        ):
+            custom = {
+                getattr(c, of): getattr(c, field_name)
+                for c in first_seed
+                if getattr(c, field_name) is not None
+            }
+            if custom:
+                settings[key] = custom
+        facts = self.data_facts()
+        if facts:
+            settings["data"] = facts
+        if self.source is not None:
+            settings["source"] = dict(self.source)
         return settings
+
+    def data_facts(self) -> dict[str, Any]:
+        """What the store keeps about each user dataset: sizes, classes, normalization
+        statistics (computed on its training split) and a fingerprint of its arrays."""
+
+        facts = {}
+        for dataset in self.datasets:
+            template = replace(self.template(), dataset=dataset, custom_dataset=None)
+            fact = template.dataset_spec().facts()
+            if fact.get("fingerprint") is not None:
+                facts[dataset] = fact
+        return facts
 
 
 #: SQLite stores integers in 64 bits: a larger epoch count or seed cannot be stored.
@@ -155,16 +190,16 @@ def _check_grid(study: Study) -> None:
     if empty or trials == 0:
         what = ", ".join(empty + (["--trials 0"] if trials == 0 else []))
         raise StudyError(f"the grid has zero runs ({what} empty); give at least one of each")
-    for kind, given, valid in (
-        ("dataset", study.datasets, data.names()),
-        ("model", study.models, models.names()),
-        ("method", study.methods, methods.names()),
+    for kind, given, known in (
+        ("dataset", study.datasets, data.spec),
+        ("model", study.models, models.spec),
+        ("method", study.methods, methods.get),
     ):
-        unknown = [name for name in given if name not in valid]
-        if unknown:
-            raise StudyError(
-                f"unknown {kind} {', '.join(map(repr, unknown))}; valid: {', '.join(valid)}"
-            )
+        for name in given:
+            try:  # a name, or a user dataset's or model's reference (read, or imported)
+                known(name)
+            except ValueError as exc:  # ConfigError, MethodError
+                raise StudyError(str(exc)) from None
         duplicated = sorted({name for name in given if given.count(name) > 1})
         if duplicated:
             raise StudyError(f"{kind} {', '.join(duplicated)} listed twice")
@@ -200,14 +235,17 @@ def _check_options(study: Study) -> None:
     for name in ("channels_last", "bf16", "compile"):
         if not isinstance(getattr(template, name), bool):
             raise StudyError(f"{name} must be true or false, got {getattr(template, name)!r}")
-    if template.subset is not None:
-        for dataset in study.datasets:
-            size = data.spec(dataset).train_size
-            if template.subset > size:
-                raise StudyError(
-                    f"--subset {template.subset} is more than the {size:,} training images of "
-                    f"{dataset}; give at most {size}, or leave --subset out for all of them"
-                )
+    for dataset in study.datasets:
+        size = data.spec(dataset).train_size
+        if template.subset is not None and template.subset > size:
+            raise StudyError(
+                f"--subset {template.subset} is more than the {size:,} training images of "
+                f"{dataset}; give at most {size}, or leave --subset out for all of them"
+            )
+        try:
+            data.validation_size(template.validation, template.subset or size)
+        except ConfigError as exc:
+            raise StudyError(f"--validation for {dataset}: {exc}") from None
 
 
 def _check_methods(study: Study) -> None:
@@ -224,19 +262,49 @@ def _check_methods(study: Study) -> None:
 
 
 def _check_fit(study: Study) -> None:
-    """Every model takes every dataset's images (the CIFAR-form models need 32x32)."""
+    """Every model takes every dataset's inputs: the CIFAR-form models need 32x32 images,
+    the convolutional ones images at all; a user model is built and run on a probe batch
+    (:func:`annealbench.models.batch_problem`), so a misfit is found before anything runs."""
     from annealbench import data, models
 
     for dataset in study.datasets:
-        channels, height, width = data.spec(dataset).input_shape
+        spec = data.spec(dataset)
+        shape = tuple(spec.input_shape)
         for model in study.models:
-            size = models.spec(model).input_size
-            if size is not None and (height, width) != tuple(size):
+            model_spec = models.spec(model)
+            size = model_spec.input_size
+            need = None
+            if size is not None and shape[1:] != tuple(size):
+                need = f"it is the CIFAR form and needs C×{size[0]}×{size[1]} images (svhn, "
+                need += "cifar10, cifar100)"
+            elif model_spec.origin != "builtin":
+                try:
+                    models.batch_problem(model, shape, spec.num_classes)
+                except ValueError as exc:
+                    need = str(exc)
+            elif len(shape) != 3 and model not in ("nn2", "nn3"):
+                need = "it is convolutional and needs C×H×W images"
+            if need is not None:
                 raise StudyError(
-                    f"model {model} does not fit {dataset}: it is the CIFAR form and needs "
-                    f"C×{size[0]}×{size[1]} images (svhn, cifar10, cifar100), {dataset} has "
-                    f"{channels}×{height}×{width}; drop one of them from the grid"
+                    f"model {model} does not fit {dataset} ({'×'.join(map(str, shape))} "
+                    f"inputs, {spec.num_classes} classes): {need}; drop one of them from "
+                    "the grid"
                 )
+
+
+def _check_portable(study: Study, executor: str, workers: int | str) -> None:
+    """A model registered in this process (not importable) trains only in this process."""
+    from annealbench import models
+
+    if executor == "local" and workers == 1:
+        return
+    local = [m for m in study.models if models.spec(m).origin == "registered"]
+    if local:
+        raise StudyError(
+            f"model {', '.join(local)} is registered in this process only, so worker "
+            "processes cannot build it; define its factory in a module (import path "
+            "package.module:factory) or run with workers=1"
+        )
 
 
 # -- presets -----------------------------------------------------------------------------
@@ -268,22 +336,13 @@ def preset_table(name: str) -> dict[str, Any]:
 
 def load_preset(name: str, **overrides: Any) -> Study:
     """The study of preset ``name``; ``overrides`` (not None) replace its grid or options."""
-    table = preset_table(name)
-    grid = {
-        "datasets": tuple(table["datasets"]),
-        "models": tuple(table["models"]),
-        "methods": tuple(table.get("methods") or paper_methods()),
-        "trials": int(table["trials"]),
-    }
-    options = dict(table.get("run", {}))
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        if key in grid:
-            grid[key] = tuple(value) if key != "trials" else int(value)
-        else:
-            options[key] = value
-    return Study(name=name, options=options, description=table.get("description", ""), **grid)
+    from annealbench import study_file
+
+    files = _preset_files()
+    if name not in files:
+        raise StudyError(f"unknown preset {name!r}; valid presets: {', '.join(preset_names())}")
+    text = files[name].read_text(encoding="utf-8")
+    return study_file.parse(text, name, None, where=f"preset {name}", **overrides)
 
 
 def paper_methods() -> tuple[str, ...]:
@@ -430,6 +489,7 @@ def preflight(
     from annealbench.training.parts import resolve_device
 
     study.validate()
+    _check_portable(study, executor, workers)
     check_batched(study, batched, executor)
     executors.check_options(
         executor, workers=workers, threads=threads, address=address, cpus_per_run=cpus_per_run,
@@ -507,6 +567,7 @@ class _Driver:
         self.ckpt = ckpt
         self.max_retries = max_retries
         self.in_flight: dict[int, Claim] = {}
+        self.told: set[tuple[str, str]] = set()  # (dataset, model) said to train alone
         self.epochs_seen: dict[int, int] = {}
         self.failures: list[str] = []
         self.fatal: str | None = None
@@ -537,6 +598,8 @@ class _Driver:
             except (TypeError, ValueError):  # a bad stored config: alone, it fails as a run
                 runs = []
             size = group_size(runs, self.batched, self.device) if len(runs) > 1 else 1
+            if size == 1 and len(runs) > 1:
+                self._say_why_alone(runs[0])
             # Runs another process claimed meanwhile are left out; none left: ask again.
             claims = self.store.claim_runs(self.study_id, [p.run_id for p in pending[:size]])
         # Train where this command says, whatever device the study was started with.
@@ -550,6 +613,18 @@ class _Driver:
 
     def checkpoint(self, claim: Claim) -> Location:
         return checkpoint_path(self.ckpt, claim)
+
+    def _say_why_alone(self, run: RunConfig) -> None:
+        """One line, once per model and dataset, when a model cannot train in a group."""
+        from annealbench.training.batched import model_problem
+
+        if self.batched == "off" or (run.dataset, run.model) in self.told:
+            return
+        self.told.add((run.dataset, run.model))
+        with contextlib.suppress(ValueError):  # a bad model fails as its runs, with its error
+            problem = model_problem(run)
+            if problem is not None:
+                self.write(f"{run.model} trains one run at a time: {problem}")
 
     def epoch(self, claim: Claim, record: Mapping[str, Any]) -> None:
         try:
@@ -716,9 +791,18 @@ def _union_configs(study: Study, stored: Mapping[str, Any]) -> list[RunConfig]:
     """Every run of the stored grid, seed-major, with ``study``'s run options; a user method
     carries its stored definition."""
     custom = stored.get("custom_methods") or {}
+    datasets = stored.get("custom_datasets") or {}
     try:
         return [
-            RunConfig(d, m, meth, seed, custom_method=custom.get(meth), **study.options)
+            RunConfig(
+                d,
+                m,
+                meth,
+                seed,
+                custom_method=custom.get(meth),
+                custom_dataset=datasets.get(d),
+                **study.options,
+            )  # fmt: skip
             for seed in range(int(stored["trials"]))
             for d in stored["datasets"]
             for m in stored["models"]

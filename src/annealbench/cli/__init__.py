@@ -8,6 +8,8 @@ their bodies so ``annealbench --help`` stays fast.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 
 from annealbench.cli.app import app
 
@@ -19,6 +21,11 @@ for _name in _COMMAND_MODULES:
 
 
 def main() -> None:
+    # As `python -m` does: a user's module in the working folder (--models mynets:build)
+    # imports, here and in the worker processes, which start with this sys.path.
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
     app()
 
 

@@ -42,7 +42,13 @@ def _workers(value: str) -> int | str:
 
 
 @app.command("run")
-def run_command(
+def run_command(  # long: one typer option per line, the command's whole interface
+    study_file: Path | None = typer.Argument(
+        None,
+        help="A study file (TOML: datasets, models, methods, trials, [run] options, inline "
+        "[methods.NAME] tables); options given here override it. Rerun it to resume.",
+        show_default=False,
+    ),
     preset: str | None = typer.Option(
         None, "--preset", help="A shipped study (see `annealbench presets`); options override it."
     ),
@@ -61,6 +67,13 @@ def run_command(
         None, "--batch-size", help=f"(default: {DEFAULT_BATCH_SIZE})"
     ),
     subset: int | None = typer.Option(None, "--subset", help="Train on the first N images."),
+    validation: str | None = typer.Option(
+        None,
+        "--validation",
+        help="Hold out N training examples (or a fraction such as 0.1), the same for every "
+        "run: every epoch records validation beside test, and the report selects on "
+        "validation. Default: none (the paper's protocol).",
+    ),
     step_per: str | None = typer.Option(
         None, "--step-per", help="Advance schedules every 'iteration' (default) or 'epoch'."
     ),
@@ -110,17 +123,37 @@ def run_command(
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
 ) -> None:
-    """Run a study grid (or a --preset), resuming whatever an earlier run left unfinished."""
+    """Run a study (a STUDY_FILE, a --preset, or a grid of options), resuming whatever an
+    earlier run left unfinished."""
     grid = {"preset": preset, "study": study, "datasets": datasets, "models": models,
-            "methods": methods, "trials": trials, "methods_file": methods_file}  # fmt: skip
+            "methods": methods, "trials": trials, "methods_file": methods_file,
+            "study_file": study_file}  # fmt: skip
     options = {"epochs": epochs, "batch_size": batch_size, "subset": subset,
-               "step_per": step_per, "device": device}  # fmt: skip
+               "step_per": step_per, "device": device,
+               "validation": _validation(validation)}  # fmt: skip
     run_options = {"executor": executor, "workers": workers, "threads": threads,
                    "data_root": data_root, "checkpoint_dir": checkpoint_dir,
                    "address": address, "cpus_per_run": cpus_per_run,
                    "gpu_fraction": gpu_fraction, "max_retries": max_retries,
                    "progress": progress, "batched": batched}  # fmt: skip
     _run_study_from_options(store, grid, options, run_options)
+
+
+def _validation(value: str | None) -> int | float | None:
+    """``--validation``: a whole number of examples or a fraction (checked with the study)."""
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    try:
+        return float(value)
+    except ValueError:
+        raise fail(
+            f"--validation must be a number of examples (e.g. 5000) or a fraction (e.g. 0.1), "
+            f"got {value!r}"
+        ) from None
 
 
 def _study_from_options(
@@ -131,27 +164,33 @@ def _study_from_options(
     methods: str | None,
     trials: int | None,
     methods_file: Path | None,
+    study_file: Path | None,
     options: dict[str, Any],
 ) -> Study:
-    """The Study that ``annealbench run``'s options ask for (a preset, overridden, or a grid);
-    loads ``methods_file`` first. A bad value raises ValueError."""
+    """The Study that ``annealbench run``'s options ask for (a study file or a preset,
+    overridden, or a grid); loads ``methods_file`` first. A bad value raises ValueError."""
     from annealbench import methods as methods_module
+    from annealbench import study_file as study_files
     from annealbench.study import Study, load_preset, paper_methods
 
     if methods_file is not None:
         methods_module.load_file(methods_file)
-    if preset is not None:
-        grid = load_preset(
-            preset, datasets=_split(datasets), models=_split(models),
-            methods=_split(methods), trials=trials, **options,
-        )  # fmt: skip
+    if preset is not None and study_file is not None:
+        raise fail(f"give a study file ({study_file}) or --preset {preset}, not both")
+    if preset is not None or study_file is not None:
+        overrides = {"datasets": _split(datasets), "models": _split(models),
+                     "methods": _split(methods), "trials": trials, **options}  # fmt: skip
+        if study_file is not None:
+            grid = study_files.load(study_file, **overrides)
+        else:
+            grid = load_preset(preset, **overrides)
         if study is not None:  # "" too: validation refuses an empty name
             grid = dataclasses.replace(grid, name=study)
         return grid
     if datasets is None or models is None:
         raise fail(
-            "give --datasets and --models (comma lists), or --preset NAME "
-            "(see `annealbench presets`)"
+            "give --datasets and --models (comma lists), a study file (annealbench run "
+            "STUDY.toml), or --preset NAME (see `annealbench presets`)"
         )
     return Study(
         name="default" if study is None else study,

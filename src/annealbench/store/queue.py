@@ -120,6 +120,13 @@ def _finite_or_none(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
+#: The columns and placeholders of one epoch row: "(run_id, epoch, lr, ...) VALUES (?, ...)".
+_EPOCH_COLUMNS = (
+    f"(run_id, epoch, {', '.join(EPOCH_FIELDS)}) "
+    f"VALUES ({', '.join('?' * (len(EPOCH_FIELDS) + 2))})"
+)
+
+
 def _record_values(record: Any) -> tuple[Any, ...]:
     """(epoch, lr, ..., wall_time) of an ``EpochRecord`` or a mapping with the same fields."""
     get = record.get if isinstance(record, Mapping) else lambda name: getattr(record, name)
@@ -151,6 +158,12 @@ def _is_count(*values: Any) -> bool:
     return all(v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in values)
 
 
+#: Settings that map a name to its definition (a user method, a named user dataset) or to
+#: the facts of a user dataset: a grown study gains new names; a name held by both must
+#: be defined alike.
+DEFINITIONS = ("custom_methods", "custom_datasets", "data")
+
+
 def merge_settings(
     stored: Mapping[str, Any], given: Mapping[str, Any]
 ) -> tuple[dict[str, Any], list[str]]:
@@ -159,9 +172,11 @@ def merge_settings(
 
     The grid grows: ``datasets``, ``models`` and ``methods`` become the union (stored order,
     then the new names), ``trials`` the larger count, ``custom_methods`` gains the new user
-    methods. Fewer is no difference: nothing is removed. Everything else (``run``, every run
-    option, and the definition of a user method both hold) must be equal; each inequality is
-    one line of the returned list (as :func:`settings_differences` writes it).
+    methods (``custom_datasets`` and ``data`` the new user datasets), ``source`` (the study
+    file) is the newest. Fewer is no difference: nothing is removed. Everything else
+    (``run``, every run option, and a definition or data fingerprint both hold) must be
+    equal; each inequality is one line of the returned list (as
+    :func:`settings_differences` writes it).
     """
     merged: dict[str, Any] = dict(stored)
     fixed_old: dict[str, Any] = {}
@@ -172,9 +187,9 @@ def merge_settings(
             merged[name] = list(old or []) + [v for v in new or [] if v not in (old or [])]
         elif name == "trials" and _is_count(old, new):
             merged[name] = max(old or 0, new or 0)
-        elif name == "custom_methods" and all(
-            v is None or isinstance(v, Mapping) for v in (old, new)
-        ):
+        elif name == "source":  # what was run most recently: shown, never a conflict
+            merged[name] = new if new is not None else old
+        elif name in DEFINITIONS and all(v is None or isinstance(v, Mapping) for v in (old, new)):
             old, new = old or {}, new or {}
             merged[name] = {**new, **old}
             shared = sorted(set(old) & set(new))
@@ -243,11 +258,7 @@ def _owned(conn: sqlite3.Connection, claim: Claim) -> None:
 def _replace_epochs(conn: sqlite3.Connection, run_id: int, epochs: Iterable[Any]) -> None:
     rows = [(run_id, *_record_values(r)) for r in epochs]
     conn.execute("DELETE FROM epoch WHERE run_id = ?", (run_id,))
-    conn.executemany(
-        "INSERT INTO epoch (run_id, epoch, lr, train_loss, train_acc, test_loss, test_acc, "
-        "wall_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        rows,
-    )
+    conn.executemany(f"INSERT INTO epoch {_EPOCH_COLUMNS}", rows)
 
 
 class RunQueue(StoreFile):
@@ -430,11 +441,7 @@ class RunQueue(StoreFile):
         values = _record_values(record)
         with self._write() as conn:
             _owned(conn, claim)
-            conn.execute(
-                "INSERT OR REPLACE INTO epoch (run_id, epoch, lr, train_loss, train_acc, "
-                "test_loss, test_acc, wall_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (claim.run_id, *values),
-            )
+            conn.execute(f"INSERT OR REPLACE INTO epoch {_EPOCH_COLUMNS}", (claim.run_id, *values))
             conn.execute(
                 "UPDATE run SET heartbeat = ? WHERE run_id = ?", (time.time(), claim.run_id)
             )

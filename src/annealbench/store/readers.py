@@ -55,9 +55,17 @@ class StoreReaders(StoreFile):
         params = () if study is None else (study,)
         # A version 1 store read without upgrading it has no crash counts.
         crashes = "r.crashes" if "crashes" in self._run_columns else "0 AS crashes"
+        # A version 2 store read without upgrading it has no validation columns.
+        validation = (
+            "e.val_loss, e.val_acc"
+            if "val_acc" in self._epoch_columns
+            else "NULL AS val_loss, NULL AS val_acc"
+        )
         try:
             return pd.read_sql_query(
-                sql.format(where=where, crashes=crashes), self._conn, params=params
+                sql.format(where=where, crashes=crashes, validation=validation),
+                self._conn,
+                params=params,
             )
         except (sqlite3.Error, pd.errors.DatabaseError) as exc:
             raise StoreError(f"cannot read results store {self.path}: {exc}") from exc
@@ -85,13 +93,14 @@ class StoreReaders(StoreFile):
 
     def epochs_frame(self, study: str | None = None) -> pd.DataFrame:
         """One row per stored epoch: run_id, study, dataset, model, method, seed, epoch, lr,
-        train_loss, train_acc, test_loss, test_acc, wall_time and the run's status.
+        train_loss, train_acc, test_loss, test_acc, wall_time, val_loss, val_acc (NaN
+        without a validation split) and the run's status.
         Non-finite metrics (a diverged epoch) read as NaN."""
         frame = self._frame(
             """
             SELECT e.run_id, s.name AS study, r.dataset, r.model, r.method, r.seed, e.epoch,
                    e.lr, e.train_loss, e.train_acc, e.test_loss, e.test_acc, e.wall_time,
-                   r.status
+                   {validation}, r.status
             FROM epoch e JOIN run r USING (run_id) JOIN study s USING (study_id) {where}
             ORDER BY e.run_id, e.epoch
             """,

@@ -22,8 +22,11 @@ started_at, finished_at, crashes)``
     ``attempts`` counts claims (every start or resume); ``crashes`` counts deaths of the
     worker process training it, what ``--max-retries`` limits (schema version 2; a version 1
     store gains the column, at 0, when it is opened for writing).
-``epoch(run_id, epoch, lr, train_loss, train_acc, test_loss, test_acc, wall_time)``
-    One row per finished epoch (1-based); accuracies in percent, losses per sample.
+``epoch(run_id, epoch, lr, train_loss, train_acc, test_loss, test_acc, wall_time, val_loss,
+val_acc)``
+    One row per finished epoch (1-based); accuracies in percent, losses per sample. The
+    validation columns (schema version 3; NULL for a run without a validation split) hold the
+    held-out part of the training set; a version 2 store gains them when opened for writing.
 """
 
 from __future__ import annotations
@@ -70,12 +73,14 @@ __all__ = [
 #: ``PRAGMA application_id`` of every annealbench store: the bytes ``ANLB``.
 APPLICATION_ID = 0x414E4C42
 #: Bumped whenever the schema changes; a store with a larger version is refused.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Statuses a run can have; the last three are final.
 STATUSES = ("pending", "running", "done", "diverged", "failed")
 FINAL_STATUSES = ("done", "diverged", "failed")
 #: The metric columns of ``epoch``, after its key (run_id, epoch).
-EPOCH_FIELDS = ("lr", "train_loss", "train_acc", "test_loss", "test_acc", "wall_time")
+EPOCH_FIELDS = (
+    "lr", "train_loss", "train_acc", "test_loss", "test_acc", "wall_time", "val_loss", "val_acc",
+)  # fmt: skip
 
 #: Filesystem types (as ``/proc/self/mountinfo`` names them) that several hosts share: a
 #: store there is refused for writing, as SQLite's WAL mode needs one host's shared memory.
@@ -151,6 +156,8 @@ CREATE TABLE epoch (
     test_loss  REAL,
     test_acc   REAL,
     wall_time  REAL,
+    val_loss   REAL,
+    val_acc    REAL,
     PRIMARY KEY (run_id, epoch)
 ) WITHOUT ROWID;
 """
@@ -465,10 +472,19 @@ def connect(path: Path, readonly: bool) -> sqlite3.Connection:
     return conn
 
 
+#: Columns added since version 1: (table, column, type). An upgrade adds the missing ones.
+_ADDED_COLUMNS = (
+    ("run", "crashes", "INTEGER NOT NULL DEFAULT 0"),  # version 2
+    ("epoch", "val_loss", "REAL"),  # version 3
+    ("epoch", "val_acc", "REAL"),  # version 3
+)
+
+
 def migrate(conn: sqlite3.Connection, path: Path) -> None:
     """Bring a writable store of an older schema version to :data:`SCHEMA_VERSION`.
 
-    Version 1 -> 2 adds ``run.crashes`` (0 for every run). One transaction: a crash leaves
+    Version 1 -> 2 adds ``run.crashes`` (0 for every run); 2 -> 3 adds ``epoch.val_loss`` and
+    ``epoch.val_acc`` (NULL: no validation split). One transaction: a crash leaves
     the old version intact, and processes opening the store at once upgrade it once.
     """
     if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
@@ -476,8 +492,10 @@ def migrate(conn: sqlite3.Connection, path: Path) -> None:
     try:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if conn.execute("PRAGMA user_version").fetchone()[0] < 2:
-                conn.execute("ALTER TABLE run ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0")
+            for table, column, kind in _ADDED_COLUMNS:
+                have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute(
                 "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
@@ -533,6 +551,7 @@ class StoreFile:
         if not readonly:
             migrate(self._conn, self.path)
         self._run_columns = {row[1] for row in self._conn.execute("PRAGMA table_info(run)")}
+        self._epoch_columns = {row[1] for row in self._conn.execute("PRAGMA table_info(epoch)")}
 
     def close(self) -> None:
         self._conn.close()

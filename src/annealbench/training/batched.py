@@ -38,6 +38,7 @@ __all__ = [
     "OptimizerRule",
     "batched_update",
     "check_batchable",
+    "model_problem",
     "optimizer_rule",
     "should_batch",
 ]
@@ -49,6 +50,9 @@ MIN_RUNS_CPU = 4
 #: 0.84-0.97x); the convolutional models' vmapped convolutions become grouped convolutions,
 #: whose CPU backward is slow (lenet4 0.75-0.97x, vgg9 0.94x).
 CPU_BATCH_MODELS = frozenset({"nn2"})
+#: User models at most this many forward FLOPs per sample (nn2's 0.53 M on 28x28 inputs)
+#: are grouped on the CPU too, when they qualify.
+CPU_BATCH_MAX_FLOPS = 0.6e6
 
 
 # --------------------------------------------------------------------------- optimizer rules
@@ -142,18 +146,16 @@ def check_batchable(configs: Sequence[RunConfig]) -> None:
         config.validate()
     first = configs[0]
     problems: list[str] = []
-    for name in ("dataset", "model", "batch_size", "subset"):
+    for name in ("dataset", "model", "batch_size", "subset", "validation"):
         values = sorted({repr(getattr(c, name)) for c in configs})
         if len(values) > 1:
             problems.append(f"runs differ in {name} ({', '.join(values)})")
     devices = sorted({str(resolve_device(c.device)) for c in configs})
     if len(devices) > 1:
         problems.append(f"runs are on different devices ({', '.join(devices)})")
-    if models_mod.spec(first.model).has_batchnorm:
-        problems.append(
-            f"{first.model} has BatchNorm (running statistics are not vmapped); "
-            "batched training takes nn2, nn3, lenet4 and vgg9"
-        )
+    problem = model_problem(first)
+    if problem is not None:
+        problems.append(problem)
     for name in ("bf16", "compile", "channels_last"):
         if any(getattr(c, name) for c in configs):
             problems.append(f"{name} is not supported by batched training")
@@ -166,11 +168,35 @@ def check_batchable(configs: Sequence[RunConfig]) -> None:
         raise ConfigError("these runs cannot train as one batched group: " + "; ".join(problems))
 
 
+def model_problem(config: RunConfig) -> str | None:
+    """Why the run's model cannot train in a vmapped group (BatchNorm, buffers, operations
+    vmap refuses), or None when it can (:func:`annealbench.models.batch_problem`)."""
+    dataset = config.dataset_spec()
+    return models_mod.batch_problem(config.model, dataset.input_shape, dataset.num_classes)
+
+
+def small_user_model(config: RunConfig) -> bool:
+    """A user model no larger than nn2 per sample (forward FLOPs): the size at which a group
+    was measured faster than one run at a time on the CPU."""
+    if models_mod.spec(config.model).origin == "builtin":
+        return False
+    dataset = config.dataset_spec()
+    return _forward_flops(config.model, dataset.input_shape, dataset.num_classes) <= (
+        CPU_BATCH_MAX_FLOPS
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _forward_flops(model: str, shape: tuple[int, ...], classes: int) -> float:
+    return models_mod.count_flops(model, shape, classes).forward
+
+
 def should_batch(configs: Sequence[RunConfig], device: str | torch.device | None = None) -> bool:
     """Whether training ``configs`` as one group beats training them one after another.
 
     Never for runs that cannot be grouped (:func:`check_batchable`). On the CPU: only
-    :data:`CPU_BATCH_MODELS` (nn2) with at least :data:`MIN_RUNS_CPU` runs, the only case
+    :data:`CPU_BATCH_MODELS` (nn2), and user models as small (:func:`small_user_model`),
+    with at least :data:`MIN_RUNS_CPU` runs, the only case
     measured faster on this project's 2-core CPU (1.15-1.85x); elsewhere a group measured
     slower or within noise, so one at a time is kept. On a GPU: from two runs on, since one
     shallow model at batch 128 leaves the chip mostly idle (an expectation: the GPU
@@ -184,7 +210,9 @@ def should_batch(configs: Sequence[RunConfig], device: str | torch.device | None
     if len(configs) < 2:
         return False
     if dev.type == "cpu":
-        return configs[0].model in CPU_BATCH_MODELS and len(configs) >= MIN_RUNS_CPU
+        first = configs[0]
+        small = first.model in CPU_BATCH_MODELS or small_user_model(first)
+        return small and len(configs) >= MIN_RUNS_CPU
     return True
 
 

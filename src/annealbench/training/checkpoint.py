@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from annealbench.errors import CheckpointError, StudyWideError
-from annealbench.training.config import EpochRecord, RunConfig
+from annealbench.training.config import OPTIONAL_RECORD_FIELDS, EpochRecord, RunConfig
 from annealbench.training.location import Location, is_uri, join
 
 __all__ = [
@@ -122,9 +122,12 @@ def load_checkpoint(where: str | os.PathLike[str] | Location, config: RunConfig)
 def records_of(state: dict[str, Any], config: RunConfig, where: object) -> list[EpochRecord]:
     """The checkpoint's epoch records, refused unless they agree with the run they claim."""
     names = {f.name for f in fields(EpochRecord)}
+    needed = names - OPTIONAL_RECORD_FIELDS  # checkpoints written before validation lack them
     raw = state.get("records")
     problem = None
-    if not isinstance(raw, list) or not all(isinstance(r, dict) and set(r) == names for r in raw):
+    if not isinstance(raw, list) or not all(
+        isinstance(r, dict) and needed <= set(r) <= names for r in raw
+    ):
         problem = "its epoch records are malformed"
     elif len(raw) > config.epochs:
         problem = f"it holds {len(raw)} epochs for a run of {config.epochs}"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -38,12 +39,21 @@ DEFAULT_EPOCHS = 100
 DEFAULT_BATCH_SIZE = 128
 #: Fields that do not change a run's numbers (where it runs): left out of its identity.
 NOT_IN_IDENTITY = frozenset({"device"})
+#: Fields added after stores and checkpoints existed, with the value that means "as before":
+#: at that value they are left out of the identity, so older runs keep their keys.
+ADDED_LATER = {"validation": None, "custom_dataset": None}
+#: EpochRecord fields that older checkpoints lack (None: the run has no validation split).
+OPTIONAL_RECORD_FIELDS = frozenset({"val_loss", "val_acc"})
 
 
 def identity(config: RunConfig | Mapping[str, Any]) -> dict[str, Any]:
     """The fields of a run (a RunConfig or its dict) that change its numbers."""
     d = config.to_dict() if isinstance(config, RunConfig) else dict(config)
-    return {k: v for k, v in d.items() if k not in NOT_IN_IDENTITY}
+    return {
+        k: v
+        for k, v in d.items()
+        if k not in NOT_IN_IDENTITY and not (k in ADDED_LATER and v == ADDED_LATER[k])
+    }
 
 
 def run_key(config: RunConfig | Mapping[str, Any]) -> str:
@@ -57,7 +67,11 @@ class RunConfig:
     """Everything that defines one run; a plain value that can be printed and stored.
 
     ``custom_method`` carries the definition of a user-defined method (see
-    :mod:`annealbench.methods`) so a run can be trained in another process or machine.
+    :mod:`annealbench.methods`) and ``custom_dataset`` that of a named user dataset (see
+    :func:`annealbench.data.define`), so a run can be trained in another process or machine.
+    ``validation`` holds out that many training examples (an int) or that fraction of them
+    (a float in (0, 1)), the same ones for every run (:func:`annealbench.data.load`); every
+    epoch then records validation loss and accuracy beside test.
     """
 
     dataset: str
@@ -73,6 +87,8 @@ class RunConfig:
     bf16: bool = False
     compile: bool = False
     custom_method: dict[str, Any] | None = None
+    validation: int | float | None = None
+    custom_dataset: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.custom_method is None and not methods_mod.is_builtin(self.method):
@@ -80,19 +96,28 @@ class RunConfig:
                 object.__setattr__(self, "custom_method", methods_mod.get(self.method).to_config())
             except MethodError as exc:
                 raise ConfigError(str(exc)) from None
+        # A dataset defined in this process (annealbench.data.define) travels with the run.
+        # Without annealbench.data imported none can be defined: torch stays unimported.
+        data_mod = sys.modules.get("annealbench.data")
+        if self.custom_dataset is None and data_mod is not None:
+            dataset = data_mod.REGISTRY.get(self.dataset)
+            if dataset is not None:
+                object.__setattr__(self, "custom_dataset", dataset.to_config())
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming every bad field and the valid choices."""
-        from annealbench import data as data_mod
         from annealbench import models as models_mod
 
         problems = []
-        if self.dataset not in data_mod.names():
-            problems.append(
-                f"unknown dataset {self.dataset!r}; valid: {', '.join(data_mod.names())}"
-            )
-        if self.model not in models_mod.names():
-            problems.append(f"unknown model {self.model!r}; valid: {', '.join(models_mod.names())}")
+        try:
+            dataset = self.dataset_spec()
+        except ConfigError as exc:  # DataError is a StudyWideError, not a ConfigError
+            problems.append(str(exc))
+            dataset = None
+        try:
+            models_mod.spec(self.model)
+        except ValueError as exc:
+            problems.append(str(exc))
         try:
             self.method_spec()
         except MethodError as exc:
@@ -106,8 +131,24 @@ class RunConfig:
             problems.append(f"subset must be an integer >= 1 or None, got {self.subset!r}")
         if self.step_per not in ("iteration", "epoch"):
             problems.append(f"step_per must be 'iteration' or 'epoch', got {self.step_per!r}")
+        if self.validation is not None and dataset is not None:
+            from annealbench import data as data_mod
+
+            size = dataset.train_size if self.subset is None else self.subset
+            try:
+                data_mod.validation_size(self.validation, size)
+            except ConfigError as exc:
+                problems.append(str(exc))
         if problems:
             raise ConfigError("; ".join(problems))
+
+    def dataset_spec(self) -> Any:
+        """The run's :class:`~annealbench.data.Dataset` (a user dataset from its definition)."""
+        from annealbench import data as data_mod
+
+        if self.custom_dataset is not None:
+            return data_mod.from_config(self.custom_dataset)
+        return data_mod.spec(self.dataset)
 
     def method_spec(self) -> methods_mod.Method:
         if self.custom_method is not None:
@@ -152,6 +193,8 @@ class EpochRecord:
     test_loss: float
     test_acc: float
     wall_time: float
+    val_loss: float | None = None  # None: the run has no validation split
+    val_acc: float | None = None
 
 
 @dataclass

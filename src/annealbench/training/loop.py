@@ -38,6 +38,7 @@ __all__ = [
     "Trainer",
     "augment_seed",
     "fit",
+    "load_data",
     "start",
     "train",
     "train_group",
@@ -96,6 +97,7 @@ class _Epoch:
     accuracy: float
     test: tuple[float, float] | None = None
     state: dict[str, Any] | None = None  # taken when the run left the stack mid-epoch
+    val: tuple[float, float] | None = None  # with a validation split
 
 
 class Trainer:
@@ -179,9 +181,11 @@ class Trainer:
                     run = runs[rows[i]]
                     run.updates += step + 1
                     accuracy = float(correct[rows[i]]) * 100.0 / n
-                    (test,) = self.stepper.evaluate(self.data.test_x, self.data.test_y, [i])
+                    (test,), (val,) = self._evaluate([i])
                     state = self.stepper.state(i)
-                    out[run.index] = _Epoch(rates[rows[i]][step], math.nan, accuracy, test, state)
+                    out[run.index] = _Epoch(
+                        rates[rows[i]][step], math.nan, accuracy, test, state, val
+                    )
                     run.status = "diverged"
                 self.stepper.retire(bad)
                 self.active = [r for j, r in enumerate(self.active) if j not in bad]
@@ -200,15 +204,24 @@ class Trainer:
             out[run.index] = _Epoch(rates[pos][-1], loss_mean, accuracy)
         return out
 
+    def _evaluate(self, rows: list[int] | None) -> tuple[list[Any], list[Any]]:
+        """(test, validation) loss and accuracy of stepper ``rows`` (None: all active);
+        validation ones are None without a validation split."""
+        data = self.data
+        tests = self.stepper.evaluate(data.test_x, data.test_y, rows)
+        if data.val_x is None:
+            return tests, [None] * len(tests)
+        return tests, self.stepper.evaluate(data.val_x, data.val_y, rows)
+
     def epoch(self, on_epoch: EpochHook | None) -> None:
         """Train, evaluate, checkpoint every run; then report each (all files on disk first)."""
         start = time.perf_counter()
         trained = self.train_epoch()
         stacked = list(self.active)
         if stacked:
-            tests = self.stepper.evaluate(self.data.test_x, self.data.test_y)
-            for row, (run, test) in enumerate(zip(stacked, tests, strict=True)):
-                trained[run.index].test = test
+            tests, vals = self._evaluate(None)
+            for row, (run, test, val) in enumerate(zip(stacked, tests, vals, strict=True)):
+                trained[run.index].test, trained[run.index].val = test, val
                 if run.checkpoint is not None:
                     trained[run.index].state = self.stepper.state(row)
         if self.device.type == "cuda":
@@ -236,6 +249,8 @@ class Trainer:
             test_loss=result.test[0],
             test_acc=result.test[1],
             wall_time=wall,
+            val_loss=None if result.val is None else result.val[0],
+            val_acc=None if result.val is None else result.val[1],
         )
         run.records.append(record)
         if run.status == "running" and len(run.records) >= run.config.epochs:
@@ -326,10 +341,23 @@ def _setup(
         )
     first = configs[0]
     device = resolve_device(first.device)
-    data = data_mod.load(first.dataset, root=data_root, device=device, subset=first.subset)
+    data = load_data(first, data_root, device)
     steps = steps_per_epoch(data.train_x.shape[0], first.batch_size)
     runs, states = _prepare(configs, paths, device, steps)
     return data, device, runs, states
+
+
+def load_data(
+    config: RunConfig, data_root: str | Path | None, device: torch.device
+) -> data_mod.DeviceData:
+    """The run's dataset on ``device``: its subset, its validation split; a user dataset
+    defined in another process is defined here from the definition the run carries."""
+    if config.custom_dataset is not None:
+        data_mod.register(data_mod.from_config(config.custom_dataset), replace=True)
+    return data_mod.load(
+        config.dataset, root=data_root, device=device, subset=config.subset,
+        validation=config.validation,
+    )  # fmt: skip
 
 
 def start(
