@@ -115,14 +115,19 @@ def test_every_readme_command_is_run_or_excused() -> None:
 
 
 def test_every_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The README's examples, top to bottom, in one scratch folder."""
+    """The README's examples, top to bottom, in one scratch folder (on ``sys.path``, as the
+    console script puts its working folder, so ``mynets:build`` imports)."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("ANNEALBENCH_DATA", str(tmp_path / "data"))
     monkeypatch.setattr(methods, "_USER", dict(methods._USER))  # the TOML's methods: ours only
     ran = {"python": 0, "shell": 0, "toml": 0}
     for index, (language, block) in enumerate(fenced()):
         if language == "python":
             run_python(index, block)
             ran["python"] += 1
+        elif language == "toml" and block.startswith("# study.toml"):  # a study file
+            Path("study.toml").write_text(block)
         elif language == "toml":  # the methods file of `--methods-file`, used by `train`
             Path("methods.toml").write_text(block)
             for name in re.findall(r"^\[methods\.(.+)\]$", block, re.MULTILINE):
@@ -136,7 +141,7 @@ def test_every_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPat
                 if not excused(command):
                     run_command(command)
                     ran["shell"] += 1
-    assert ran["python"] >= 5 and ran["shell"] >= 9 and ran["toml"] == 1, ran
+    assert ran["python"] >= 7 and ran["shell"] >= 12 and ran["toml"] == 1, ran
     assert Path("out/quick/report/report.html").is_file()  # make run's report
     assert Path("fmnist-tables/runs.parquet").is_file()  # the export command's tables
     assert Path("ckpt.pt").is_file()  # the PyTorch loop's scheduler state

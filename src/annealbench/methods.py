@@ -213,6 +213,11 @@ class Method:
         unknown = sorted(set(config) - known)
         if unknown:
             raise MethodError(f"unknown method settings {unknown}; valid: {sorted(known)}")
+        if "optimizer" not in config:
+            raise MethodError(
+                f"method {config.get('name')!r} needs an optimizer; give optimizer = one of "
+                f"{', '.join(OPTIMIZERS)}"
+            )
         return cls(**dict(config))
 
 

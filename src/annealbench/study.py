@@ -750,8 +750,11 @@ def grow_study(store: Store, study: Study) -> tuple[int, Study]:
     processes growing one study at once keep both additions). Stored user methods keep
     their stored definitions, loaded in this process or not.
     """
+    settings = study.settings()
+    if study.name in store.study_names():
+        _check_data_unchanged(study.name, store.study_settings(study.name), settings)
     study_id = store.ensure_study(
-        study.name, study.settings(), check=lambda merged: _check_union(study, merged)
+        study.name, settings, check=lambda merged: _check_union(study, merged)
     )
     stored = store.study_settings(study.name)
     added = store.add_runs(study_id, _union_configs(study, stored))
@@ -769,6 +772,19 @@ def grow_study(store: Store, study: Study) -> tuple[int, Study]:
         )
         print(f"study {study.name!r} now holds {grown.n_runs} runs ({added} added){more}")
     return study_id, grown
+
+
+def _check_data_unchanged(name: str, stored: Mapping[str, Any], given: Mapping[str, Any]) -> None:
+    """Refuse to resume a study on user data other than the data it was run on."""
+    old, new = stored.get("data") or {}, given.get("data") or {}
+    for dataset in sorted(set(old) & set(new)):
+        was, now = old[dataset].get("fingerprint"), new[dataset].get("fingerprint")
+        if was != now:
+            raise StudyError(
+                f"the data of {dataset} changed since study {name!r} stored its results "
+                f"(fingerprint {str(was)[:12]}... then, {str(now)[:12]}... now); restore the "
+                "data it was run on to resume, or pass a new --study name"
+            )
 
 
 def _check_union(study: Study, merged: Mapping[str, Any]) -> None:

@@ -159,10 +159,10 @@ def _methods(value: Any, where: str) -> tuple[str, ...] | None:
             raise StudyError(f"{where}: methods.{name} must be a table")
         if spec:
             try:
-                method = methods.Method.from_config({"name": name, **spec})
-                method.validate()
                 if methods.is_builtin(name):
                     raise MethodError(f"{name!r} is built in; give your method another name")
+                method = methods.Method.from_config({"name": name, **spec})
+                method.validate()
             except MethodError as exc:
                 raise StudyError(f"{where}: {exc}") from None
             defined.append(method)

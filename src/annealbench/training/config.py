@@ -176,7 +176,9 @@ class RunConfig:
         return run_key(self)
 
     def label(self) -> str:
-        return f"{self.dataset}/{self.model}/{self.method}/seed{self.seed}"
+        """``fashion-mnist/nn2/sig+/seed0``; a dataset file or folder by its name alone."""
+        dataset = self.dataset.rstrip("/").rsplit("/", 1)[-1]
+        return f"{dataset}/{self.model}/{self.method}/seed{self.seed}"
 
     def __hash__(self) -> int:  # custom_method is a dict; hash the canonical identity
         return hash((self.key(), self.device))
