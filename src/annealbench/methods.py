@@ -139,8 +139,11 @@ class Method:
             deep = models.spec(model).deep
         return schedules.Constant(ADAPTIVE_LR_DEEP if deep else ADAPTIVE_LR_SHALLOW)
 
-    def make_optimizer(self, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
-        """A fresh optimizer; its rate is set every step by the scheduler.
+    def make_optimizer(
+        self, params: Iterable[torch.Tensor], undecayed: Iterable[torch.Tensor] = ()
+    ) -> torch.optim.Optimizer:
+        """A fresh optimizer; its rate is set every step by the scheduler. ``undecayed``
+        parameters form a second group without weight decay.
 
         MethodError for settings the optimizer refuses (an unknown name, a negative
         momentum, a non-finite number), naming the settings it takes.
@@ -163,8 +166,12 @@ class Method:
                 p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float64)
                 for p in params
             )
+        undecayed = list(undecayed)
+        groups: list[Any] = params
+        if undecayed:
+            groups = [{"params": params}, {"params": undecayed, "weight_decay": 0.0}]
         try:
-            return cls(params, lr=1.0, **settings)
+            return cls(groups, lr=1.0, **settings)
         except (TypeError, ValueError) as exc:
             raise MethodError(
                 f"method {self.name!r}: bad optimizer_settings {dict(self.optimizer_settings)}: "

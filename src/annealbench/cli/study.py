@@ -80,6 +80,17 @@ def run_command(  # long: one typer option per line, the command's whole interfa
     device: str | None = typer.Option(
         None, "--device", help="auto, cpu, cuda, ... (not part of the study: resume anywhere)"
     ),
+    input_scaling: str | None = typer.Option(
+        None,
+        "--input-scaling",
+        help="standard (per-channel mean/std, default) or unit (inputs in [0, 1]): a "
+        "reading of the paper's unstated preprocessing (docs/fidelity.md).",
+    ),
+    weight_decay_on: str | None = typer.Option(
+        None,
+        "--weight-decay-on",
+        help="all parameters (default) or weights (not biases): a reading of the paper.",
+    ),
     store: Path = typer.Option(DEFAULT_STORE, "--store", help="SQLite results file."),
     study: str | None = typer.Option(
         None, "--study", help="Study name in the store (default: the preset's name, or 'default')."
@@ -130,7 +141,8 @@ def run_command(  # long: one typer option per line, the command's whole interfa
             "study_file": study_file}  # fmt: skip
     options = {"epochs": epochs, "batch_size": batch_size, "subset": subset,
                "step_per": step_per, "device": device,
-               "validation": _validation(validation)}  # fmt: skip
+               "validation": _validation(validation), "input_scaling": input_scaling,
+               "weight_decay_on": weight_decay_on}  # fmt: skip
     run_options = {"executor": executor, "workers": workers, "threads": threads,
                    "data_root": data_root, "checkpoint_dir": checkpoint_dir,
                    "address": address, "cpus_per_run": cpus_per_run,

@@ -92,10 +92,14 @@ __all__ = [
     "save_npz",
     "spec",
     "validation_size",
+    "SCALINGS",
 ]
 
 # Every dataset by name, Table 1's first; the one place a name leads to a dataset.
 REGISTRY: dict[str, Dataset] = {dataset.name: dataset for dataset in TABLE_1}
+
+#: Input scalings :func:`load` offers: per-channel mean/std, or [0, 1].
+SCALINGS = ("standard", "unit")
 
 # The seed that picks the validation examples: fixed, and independent of every run's seed.
 VALIDATION_SEED = 20240917
@@ -383,9 +387,14 @@ def load(
     subset: int | None = None,
     download: bool = True,
     validation: int | float | None = None,
+    scaling: str = "standard",
 ) -> DeviceData:
     """Load a dataset (a name or a reference) onto ``device`` once per process; the same
     arguments give the same tensors.
+
+    ``scaling``: ``standard`` normalizes inputs per channel, ``(x - mean) / std``; ``unit``
+    leaves them in [0, 1] (uint8 images divided by 255, float inputs as given), one reading
+    of a paper that does not state its preprocessing (docs/fidelity.md).
 
     ``subset=N`` keeps the first N training examples (the test set stays whole); then
     ``validation`` (N examples, or a fraction of those left) holds some out as ``val_x``/
@@ -403,6 +412,12 @@ def load(
             f"integer of at least 1, or no subset for the whole training set"
         )
     check_validation(validation)
+    if scaling not in SCALINGS:
+        raise ConfigError(f"input scaling must be one of {', '.join(SCALINGS)}, got {scaling!r}")
+    if scaling == "unit":  # the same dataset with mean 0 and std 1: padding stays black
+        dataset = dataclasses.replace(
+            dataset, mean=tuple(0.0 for _ in dataset.mean), std=tuple(1.0 for _ in dataset.std)
+        )
     root_path = Path(root).expanduser() if root is not None else default_root()
     return _load_cached(
         dataset,

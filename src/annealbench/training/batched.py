@@ -146,7 +146,7 @@ def check_batchable(configs: Sequence[RunConfig]) -> None:
         config.validate()
     first = configs[0]
     problems: list[str] = []
-    for name in ("dataset", "model", "batch_size", "subset", "validation"):
+    for name in ("dataset", "model", "batch_size", "subset", "validation", "input_scaling"):
         values = sorted({repr(getattr(c, name)) for c in configs})
         if len(values) > 1:
             problems.append(f"runs differ in {name} ({', '.join(values)})")
@@ -159,6 +159,8 @@ def check_batchable(configs: Sequence[RunConfig]) -> None:
     for name in ("bf16", "compile", "channels_last"):
         if any(getattr(c, name) for c in configs):
             problems.append(f"{name} is not supported by batched training")
+    if any(c.weight_decay_on != "all" for c in configs):
+        problems.append("batched training decays every parameter (weight_decay_on='all')")
     for config in configs:
         try:
             method_rule(config)

@@ -25,6 +25,8 @@ from annealbench.errors import ConfigError, MethodError
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_EPOCHS",
+    "INPUT_SCALINGS",
+    "WEIGHT_DECAY_ON",
     "NOT_IN_IDENTITY",
     "EpochRecord",
     "RunConfig",
@@ -41,7 +43,15 @@ DEFAULT_BATCH_SIZE = 128
 NOT_IN_IDENTITY = frozenset({"device"})
 #: Fields added after stores and checkpoints existed, with the value that means "as before":
 #: at that value they are left out of the identity, so older runs keep their keys.
-ADDED_LATER = {"validation": None, "custom_dataset": None}
+ADDED_LATER = {
+    "validation": None,
+    "custom_dataset": None,
+    "input_scaling": "standard",
+    "weight_decay_on": "all",
+}
+#: Readings of what the paper leaves unstated (docs/fidelity.md): run options.
+INPUT_SCALINGS = ("standard", "unit")
+WEIGHT_DECAY_ON = ("all", "weights")
 #: EpochRecord fields that older checkpoints lack (None: the run has no validation split).
 OPTIONAL_RECORD_FIELDS = frozenset({"val_loss", "val_acc"})
 
@@ -72,6 +82,10 @@ class RunConfig:
     ``validation`` holds out that many training examples (an int) or that fraction of them
     (a float in (0, 1)), the same ones for every run (:func:`annealbench.data.load`); every
     epoch then records validation loss and accuracy beside test.
+
+    Two readings of what the paper does not state (docs/fidelity.md): ``input_scaling``
+    ``standard`` (per-channel mean/std) or ``unit`` (inputs in [0, 1]); ``weight_decay_on``
+    ``all`` parameters or ``weights`` only (not biases nor other 1-D parameters).
     """
 
     dataset: str
@@ -89,6 +103,8 @@ class RunConfig:
     custom_method: dict[str, Any] | None = None
     validation: int | float | None = None
     custom_dataset: dict[str, Any] | None = None
+    input_scaling: str = "standard"
+    weight_decay_on: str = "all"
 
     def __post_init__(self) -> None:
         if self.custom_method is None and not methods_mod.is_builtin(self.method):
@@ -131,6 +147,14 @@ class RunConfig:
             problems.append(f"subset must be an integer >= 1 or None, got {self.subset!r}")
         if self.step_per not in ("iteration", "epoch"):
             problems.append(f"step_per must be 'iteration' or 'epoch', got {self.step_per!r}")
+        for name, valid in (
+            ("input_scaling", INPUT_SCALINGS),
+            ("weight_decay_on", WEIGHT_DECAY_ON),
+        ):
+            if getattr(self, name) not in valid:
+                problems.append(
+                    f"{name} must be one of {', '.join(valid)}, got {getattr(self, name)!r}"
+                )
         if self.validation is not None and dataset is not None:
             from annealbench import data as data_mod
 

@@ -356,7 +356,7 @@ def load_data(
         data_mod.register(data_mod.from_config(config.custom_dataset), replace=True)
     return data_mod.load(
         config.dataset, root=data_root, device=device, subset=config.subset,
-        validation=config.validation,
+        validation=config.validation, scaling=config.input_scaling,
     )  # fmt: skip
 
 

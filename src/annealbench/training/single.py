@@ -25,7 +25,13 @@ class SingleStepper:
         self.config = config
         self.model = model
         self.device = device
-        self.optimizer = config.method_spec().make_optimizer(model.parameters())
+        params = list(model.parameters())
+        if config.weight_decay_on == "weights":  # biases and other 1-D parameters undecayed
+            self.optimizer = config.method_spec().make_optimizer(
+                [p for p in params if p.dim() > 1], undecayed=[p for p in params if p.dim() <= 1]
+            )
+        else:
+            self.optimizer = config.method_spec().make_optimizer(params)
         self.forward: Any = torch.compile(model) if config.compile else model
         self.rates: list[float] = []
 
