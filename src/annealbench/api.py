@@ -63,8 +63,9 @@ def study(
     ``datasets``: built-in names, references (``./data.npz``, an ImageFolder folder,
     ``module:factory``), :class:`~annealbench.data.Dataset` objects, or a mapping from a name
     to any of those or to four arrays ``(x_train, y_train, x_test, y_test)``. ``models``:
-    names, import paths, or factories ``f(input_shape, num_classes) -> nn.Module`` (a
-    mapping names them). ``methods``: names or :class:`Method` objects (default: the
+    names, import paths, or factories ``f(input_shape, num_classes) -> nn.Module``; an
+    importable factory is known by its import path (so other processes can build it), a
+    mapping's name is used for one that cannot be imported. ``methods``: names or :class:`Method` objects (default: the
     paper's 12). ``options``: run options (epochs, batch_size, validation, subset, ...).
     """
     from annealbench.study import paper_methods
