@@ -30,7 +30,11 @@ def report_command(
         "several studies side by side (each model's rows labelled by its study).",
     ),
 ) -> None:
-    """Write the report of a store: tables, paired tests, figures and one report.html."""
+    """Write the report of a store: tables, paired tests, figures and one report.html.
+
+    A study with a validation split is selected on validation (the best method, the ranks)
+    and reported on the test set at the selected points; one without follows the paper's
+    protocol, selected and reported on the test set, and the report says so."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed; figures are written to files

@@ -2,7 +2,10 @@
 the published numbers side by side.
 
 Pure functions over the store's DataFrames (:func:`analyze`, the ``stats``, ``tables`` and
-``figures`` modules) plus :func:`write_report` (files) and :func:`report_store` (store -> files).
+``figures`` modules) plus :func:`write_report` (files), :func:`load_analysis` (store ->
+DataFrames) and :func:`report_store` (store -> files). A study with a validation split is
+selected on validation and reported on the test set at the selected points; one without
+follows the paper's protocol (selected and reported on the test set): see ``stats``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from annealbench.report.build import (
     ReportError,
     ReportFiles,
     analyze,
+    load_analysis,
     report_store,
     write_report,
 )
@@ -23,6 +27,7 @@ __all__ = [
     "ReportError",
     "ReportFiles",
     "analyze",
+    "load_analysis",
     "report_store",
     "write_report",
 ]

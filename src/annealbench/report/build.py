@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ from annealbench.report.paper import (
     model_label,
     order_datasets,
     protocol_differences,
+    short_reference,
+    unique_labels,
 )
 
 if TYPE_CHECKING:
@@ -42,10 +45,14 @@ EPOCHS_CSV_COLUMNS = [
     "train_acc",
     "test_loss",
     "test_acc",
+    "val_loss",
+    "val_acc",
     "wall_time",
     "status",
     "run_id",
 ]
+#: Epoch columns read when present: validation (NaN without a split) and the time.
+OPTIONAL_EPOCH_COLUMNS = ["val_loss", "val_acc", "wall_time"]
 
 DEFINITIONS: list[tuple[str, str]] = [
     (
@@ -82,6 +89,31 @@ DEFINITIONS: list[tuple[str, str]] = [
         "each method's rank by ave within each row (1 = best, ties share their mean rank), "
         "averaged over the rows where it finished; the Friedman test asks whether the methods "
         "rank alike over the rows where all of them finished.",
+    ),
+]
+#: Added to :data:`DEFINITIONS` when a row follows the paper's protocol.
+PAPER_DEFINITIONS: list[tuple[str, str]] = [
+    ("paper protocol", stats.PAPER_PROTOCOL + ": " + stats.TEST_SELECTION_CAUTION + "."),
+]
+#: Added to :data:`DEFINITIONS` when a row follows the validation protocol.
+VALIDATION_DEFINITIONS: list[tuple[str, str]] = [
+    (
+        "validation protocol",
+        "a study that holds part of the training set out as a validation split selects on it "
+        "and reports the test set at the selected points: the best method of a row is the one "
+        "with the highest val ave (also for the ranks and the paired tests' reference); ave, "
+        "max, std, the 95% CI and the paired tests stay on the test scores.",
+    ),
+    (
+        "val score of a run",
+        "its mean validation accuracy (%) over the last 10% of its epochs (as the score, on the "
+        "validation split); val ave = their mean over the trials, val std their standard "
+        "deviation.",
+    ),
+    (
+        "test @ best val epoch",
+        "the test accuracy of a run at its epoch of best validation accuracy (the first, on "
+        "ties), averaged over the trials: what early stopping on validation would report.",
     ),
 ]
 
@@ -129,7 +161,7 @@ def analyze(
     runs = runs.copy()
     runs["method"] = runs["method"].astype(str)
     # The run's key and status come from the runs frame (the source of truth for statuses).
-    own = [c for c in epochs.columns if c in EPOCH_COLUMNS or c == "wall_time"]
+    own = [c for c in epochs.columns if c in EPOCH_COLUMNS or c in OPTIONAL_EPOCH_COLUMNS]
     epochs = epochs[own].merge(runs[RUN_COLUMNS], on="run_id", how="inner")
     epochs = epochs[[c for c in EPOCHS_CSV_COLUMNS if c in epochs]]
     try:
@@ -137,6 +169,7 @@ def analyze(
     except ValueError as exc:
         raise ReportError(str(exc)) from exc
     summary = stats.summarize(runs, scores)
+    summary["holdout"] = _holdouts(summary, runs, dict(settings or {}))
     tests = stats.paired_tests(summary, scores)
     return Analysis(
         runs=runs,
@@ -150,6 +183,47 @@ def analyze(
         verdicts=stats.verdicts(summary, tests),
         settings=dict(settings or {}),
     )
+
+
+def study_of(settings: dict[str, dict[str, Any]], study: object) -> dict[str, Any]:
+    """The settings of ``study`` (a runs frame's study value); the only study's settings when
+    there is one; else empty."""
+    if isinstance(study, str) and study in settings:
+        return settings[study]
+    return next(iter(settings.values())) if len(settings) == 1 else {}
+
+
+def validation_setting(settings: dict[str, Any]) -> object:
+    """A study's ``run.validation`` (an int, a fraction, or None: no validation split)."""
+    run = settings.get("run") if isinstance(settings.get("run"), dict) else {}
+    return run.get("validation", settings.get("validation"))
+
+
+def _holdouts(
+    summary: pd.DataFrame, runs: pd.DataFrame, settings: dict[str, dict[str, Any]]
+) -> list[str]:
+    """Per summary row: what its study held out for validation, in words (empty: nothing
+    recorded), from the study settings of the cell's runs."""
+    if "study" in runs:
+        studies = runs.groupby(stats.CELL)["study"].first()
+    else:
+        studies = pd.Series(dtype=object)
+    out = []
+    for key in summary[stats.CELL].itertuples(index=False, name=None):
+        study = studies.get(key)
+        out.append(stats.holdout_text(validation_setting(study_of(settings, study))))
+    return out
+
+
+def definitions_for(summary: pd.DataFrame) -> list[tuple[str, str]]:
+    """:data:`DEFINITIONS`, then those of the protocols the rows of ``summary`` follow."""
+    protocols = set(summary["protocol"]) if "protocol" in summary else {stats.PAPER}
+    out = list(DEFINITIONS)
+    if stats.PAPER in protocols:
+        out += PAPER_DEFINITIONS
+    if stats.VALIDATION in protocols:
+        out += VALIDATION_DEFINITIONS
+    return out
 
 
 @dataclass
@@ -204,6 +278,15 @@ SUMMARY_COLUMNS = [
     "paper_max",
     "diff_ave",
     "diff_max",
+    "protocol",
+    "holdout",
+    "selection",
+    "selected",
+    "val_ave",
+    "val_max",
+    "val_std",
+    "test_at_best_val_ave",
+    "test_at_best_val_std",
 ]
 
 
@@ -227,7 +310,8 @@ def _run_setting(analysis: Analysis, name: str) -> list[str]:
 
 
 def protocol(analysis: Analysis) -> dict[str, Any]:
-    """The study's trials per cell, epochs per run and subset (None: the whole training set)."""
+    """The study's trials per cell, epochs per run, subset (None: the whole training set) and
+    what it held out for validation, in words (empty: nothing)."""
     trials = [s["trials"] for s in analysis.settings.values() if "trials" in s]
     if not trials:
         trials = [int(analysis.summary["runs"].max())]
@@ -235,7 +319,15 @@ def protocol(analysis: Analysis) -> dict[str, Any]:
     if not epochs:
         epochs = [int(e) for e in analysis.summary["epochs"].dropna()] or [PAPER_EPOCHS]
     subsets = [int(float(v)) for v in _run_setting(analysis, "subset")]
-    return {"trials": max(trials), "epochs": max(epochs), "subset": max(subsets, default=None)}
+    held = _distinct(analysis.summary["holdout"]) if "holdout" in analysis.summary else []
+    if not held and tables.validated(analysis.summary):
+        held = ["a split"]
+    return {
+        "trials": max(trials),
+        "epochs": max(epochs),
+        "subset": max(subsets, default=None),
+        "validation": " or ".join(held),
+    }
 
 
 def _environments(runs: pd.DataFrame) -> list[dict[str, Any]]:
@@ -262,9 +354,14 @@ def provenance(analysis: Analysis, source: str = "") -> list[tuple[str, str]]:
     studies = _distinct(runs["study"]) if "study" in runs else list(analysis.settings)
 
     def grid(name: str, label: Any = str) -> str:
-        listed = [v for s in analysis.settings.values() for v in s.get(name, [])]
-        return _listed([label(v) for v in _distinct(listed or list(runs[name[:-1]]))])
+        return _listed([label(v) for v in _grid_values(analysis, name)])
 
+    references = [
+        f"{label(v)} = {v}"
+        for name, label in (("datasets", dataset_label), ("models", model_label))
+        for v in _grid_values(analysis, name)
+        if label(v) != v and short_reference(v) != v
+    ]
     envs = _environments(runs)
     env = {key: _distinct([e.get(key) for e in envs]) for key in {k for e in envs for k in e}}
     device = _listed(env.get("device_name") or env.get("device", []))
@@ -279,6 +376,7 @@ def provenance(analysis: Analysis, source: str = "") -> list[tuple[str, str]]:
         ("batch size", _listed(_run_setting(analysis, "batch_size"))),
         ("training images", f"the first {subset:,}" if subset else "all (no subset)"),
         ("schedule steps per", _listed(_run_setting(analysis, "step_per"))),
+        ("validation", _validation_line(analysis)),
         ("runs", _counts_line(analysis)),
         ("ran", _when(runs)),
         (
@@ -292,7 +390,129 @@ def provenance(analysis: Analysis, source: str = "") -> list[tuple[str, str]]:
             f"host {_listed(env.get('host', []))}",
         ),
     ]
+    if references:
+        items.insert(4, ("user references", "; ".join(references)))
     return items
+
+
+def _grid_values(analysis: Analysis, name: str) -> list[str]:
+    """The studies' ``datasets``/``models``/``methods`` lists, else the runs' values."""
+    listed = [v for s in analysis.settings.values() for v in s.get(name, [])]
+    return _distinct(listed or list(analysis.runs[name[:-1]]))
+
+
+def _compact(value: object) -> str:
+    """A number or a list of numbers, short: ``[0.286]``, ``0.5``, ``(1, 28, 28)``."""
+    if isinstance(value, (list, tuple)):
+        return "(" + ", ".join(_compact(v) for v in value) + ")"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return "" if value is None else str(value)
+
+
+def data_table(analysis: Analysis) -> pd.DataFrame:
+    """The user datasets the studies recorded (``settings["data"]``): one row each, with its
+    short label and full reference, classes, input shape, sizes, normalization, fingerprint."""
+    rows = []
+    for settings in analysis.settings.values():
+        recorded = settings.get("data")
+        for ref, facts in (recorded if isinstance(recorded, dict) else {}).items():
+            facts = facts if isinstance(facts, dict) else {}
+            rows.append(
+                {
+                    "dataset": dataset_label(ref),
+                    "reference": ref,
+                    "classes": _compact(facts.get("num_classes")),
+                    "input shape": _compact(facts.get("input_shape")),
+                    "train": _compact(facts.get("train_size")),
+                    "test": _compact(facts.get("test_size")),
+                    "mean": _compact(facts.get("mean")),
+                    "std": _compact(facts.get("std")),
+                    "fingerprint": str(facts.get("fingerprint") or "")[:16],
+                }
+            )
+    return pd.DataFrame(rows).drop_duplicates(ignore_index=True) if rows else pd.DataFrame()
+
+
+def _fenced(text: str, info: str = "") -> list[str]:
+    """A markdown code block holding ``text``, its fence longer than any backtick run in it."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [fence + info, text.rstrip("\n"), fence]
+
+
+def study_details(page: Page, analysis: Analysis) -> list[str]:
+    """The user datasets' facts and each study's study file (``settings["source"]``) on
+    ``page``, so the report shows what was run; returns the markdown lines."""
+    markdown: list[str] = []
+    facts = data_table(analysis)
+    if not facts.empty:
+        page.heading("User datasets", level=3)
+        page.raw(tables.to_html(facts, index=False, css_class="results"))
+        markdown += ["### User datasets", "", tables.to_markdown(facts, False), ""]
+    for study, settings in analysis.settings.items():
+        source = settings.get("source")
+        if not isinstance(source, dict) or not source.get("text"):
+            continue
+        path = str(source.get("path") or "not recorded")
+        heading = f"Study file of {study}" if len(analysis.settings) > 1 else "Study file"
+        page.heading(heading, level=3)
+        page.paragraph(f"{path}: the file the study was run from, as it was read.", "small")
+        page.code(str(source["text"]))
+        suffix = Path(path).suffix.lstrip(".")
+        markdown += [f"### {heading}", "", f"`{path}`", "", *_fenced(source["text"], suffix), ""]
+    return markdown
+
+
+def _validation_line(analysis: Analysis) -> str:
+    """What each study held out for validation, and so which protocol it follows."""
+    held = {
+        study: stats.holdout_text(validation_setting(settings))
+        for study, settings in analysis.settings.items()
+    }
+    if not any(held.values()) and not tables.validated(analysis.summary):
+        return f"none: the {stats.PAPER_PROTOCOL}"
+    if len(held) > 1:
+        return "; ".join(
+            f"{study}: " + (f"{text} held out" if text else f"none ({stats.PAPER_PROTOCOL})")
+            for study, text in held.items()
+        )
+    return stats.validation_protocol(next(iter(held.values()), ""))
+
+
+def ranks_section(page: Page, analysis: Analysis) -> list[str]:
+    """The section "Which method wins overall" on ``page``; returns its markdown lines."""
+    page.heading("Which method wins overall")
+    markdown: list[str] = []
+    if analysis.ranks.empty:
+        page.paragraph("No run has finished yet.")
+    else:
+        ranks = analysis.ranks.rename(columns={"mean_rank": "average rank"})
+        markdown += ["## Average rank over all rows", ""]
+        if tables.validated(analysis.summary):
+            line = "Ranked by val ave where a row has a validation split, else by test ave."
+            page.paragraph(line, "small")
+            markdown += [line, ""]
+        page.raw(tables.to_html(ranks, index=False, css_class="results sortable"))
+        markdown += [tables.to_markdown(ranks, False), ""]
+    if analysis.friedman:
+        f = analysis.friedman
+        line = (
+            f"Friedman test over {f['rows']} rows where all {f['methods']} methods finished: "
+            f"chi2 = {f['statistic']:.2f}, p = {f['p_value']:.3g}."
+        )
+    else:
+        line = "Friedman test: not run (it needs 3 methods and 2 rows where all of them finished)."
+    page.paragraph(line)
+    return [*markdown, line, ""]
+
+
+def _dashed(epochs: pd.DataFrame, dataset: str) -> str:
+    """The accuracy caption's words for validation curves, when the dataset has them."""
+    mine = epochs[epochs["dataset"] == dataset]
+    if "val_acc" not in mine or not mine["val_acc"].notna().any():
+        return ""
+    return " (solid: test; dashed: validation, where the run held out a validation split)"
 
 
 def _when(runs: pd.DataFrame) -> str:
@@ -347,25 +567,40 @@ def _write_all(analysis: Analysis, folder: Path, source: str, schedule_epochs: i
     return writer.finish()
 
 
-def headline(page: Page, verdicts: pd.DataFrame) -> list[str]:
-    """The section "Which method is best" on ``page``; returns its markdown lines."""
+def headline(page: Page, verdicts: pd.DataFrame, summary: pd.DataFrame | None = None) -> list[str]:
+    """The section "Which method is best" on ``page``; returns its markdown lines.
+    ``summary`` (the analysis') says which protocol each row follows."""
     page.heading("Which method is best", anchor="best")
     if verdicts.empty:
         page.paragraph("No run has finished yet: nothing to compare.")
         return []
-    page.paragraph(
-        "Per dataset and model: the method with the highest mean score, its mean ± standard "
+    protocols = set(verdicts["protocol"]) if "protocol" in verdicts else {stats.PAPER}
+    chosen = (
+        "the highest mean validation score (its test numbers next to it)"
+        if protocols == {stats.VALIDATION}
+        else "the highest mean score"
+    )
+    if len(protocols) > 1:
+        chosen = "the highest mean validation score where a row has a validation split, else "
+        chosen += "the highest mean test score"
+    text = (
+        f"Per dataset and model: the method with {chosen}, its mean ± standard "
         "deviation [95% interval of the mean], and whether the paired tests against it "
         f"(Holm p < {stats.ALPHA}, at least {stats.MIN_TRIALS_TO_TEST} paired trials) "
-        "separate it from the others. Click a column header to sort.",
-        "small",
+        "separate it from the others. Click a column header to sort. "
     )
+    text += tables.protocol_text(summary if summary is not None else verdicts)
+    page.paragraph(text, "small")
     table = tables.verdict_table(verdicts)
     page.raw(tables.to_html(table, index=False, css_class="results sortable verdicts"))
-    markdown = ["## Which method is best", "", tables.to_markdown(table, False), ""]
+    markdown = ["## Which method is best", "", text, "", tables.to_markdown(table, False), ""]
     weak = sorted({c for c in verdicts["caution"] if c})
     if weak:
         line = "Caution: " + " / ".join(weak) + "; treat the ranking as a hint, not a result."
+        page.paragraph(line, "caution")
+        markdown += [line, ""]
+    if stats.PAPER in protocols:
+        line = "Caution: " + stats.TEST_SELECTION_CAUTION + "."
         page.paragraph(line, "caution")
         markdown += [line, ""]
     return markdown
@@ -414,6 +649,7 @@ class _ReportWriter:
             "small",
         )
         self.markdown += ["## What was run", ""] + [f"- **{t}**: {d}" for t, d in facts] + [""]
+        self.markdown += study_details(page, analysis)
         if self.differences:
             self.protocol_banner()
         if not analysis.missing.empty:
@@ -434,16 +670,16 @@ class _ReportWriter:
         self.markdown += [f"**{text}**", ""]
 
     def headline(self) -> None:
-        self.markdown += headline(self.page, self.analysis.verdicts)
+        self.markdown += headline(self.page, self.analysis.verdicts, self.summary)
 
     def definitions(self) -> None:
+        terms = definitions_for(self.summary)
         self.page.heading("Definitions")
-        self.page.definitions(DEFINITIONS)
-        self.markdown += ["## Definitions", ""] + [f"- **{t}**: {d}" for t, d in DEFINITIONS]
-        self.markdown += [""]
+        self.page.definitions(terms)
+        self.markdown += ["## Definitions", ""] + [f"- **{t}**: {d}" for t, d in terms] + [""]
 
     def dataset_section(self, dataset: str) -> None:
-        label = dataset_label(dataset)
+        label = unique_labels(self.analysis.datasets, dataset_label)[dataset]
         anchor = "ds-" + "".join(ch for ch in dataset if ch.isalnum())
         self.page.heading(label, anchor=anchor)
         self.markdown += [f"## {label}", ""]
@@ -456,38 +692,39 @@ class _ReportWriter:
     def paper_layout(self, dataset: str, anchor: str) -> None:
         page, summary = self.page, self.summary
         caption = tables.dataset_caption(dataset, summary)
+        legend = tables.legend(summary, dataset)
         page.heading("Accuracy in the paper's layout", level=3)
         page.paragraph(caption, "small")
         page.raw(tables.to_html(tables.paper_layout(summary, dataset, tables.HTML), escape=False))
-        page.paragraph(tables.LEGEND.replace("`", ""), "legend")
+        page.paragraph(legend.replace("`", ""), "legend")
         self.markdown += [
             caption,
             "",
             tables.paper_markdown(tables.paper_layout(summary, dataset, tables.MARKDOWN)),
             "",
-            tables.LEGEND,
+            legend,
             "",
         ]
         self.latex.append(
             tables.to_latex(
                 tables.paper_layout(summary, dataset, tables.LATEX),
-                caption=caption + " " + tables.LEGEND.replace("`", ""),
+                caption=caption + " " + legend.replace("`", ""),
                 label=f"tab:{anchor}",
             )
         )
 
     def cells(self, dataset: str) -> None:
         table = tables.cells_table(self.summary, dataset)
-        self.page.heading("Every cell with its uncertainty", level=3)
-        self.page.paragraph(
+        text = (
             "ave ± std and the 95% interval of the mean over the trials; caution: too few "
             f"trials (< {stats.MIN_TRIALS_TO_TEST}) to test, or runs far shorter than the "
             f"paper's {PAPER_EPOCHS} epochs (< {stats.MIN_EPOCH_FRACTION:.0%}). Click a column "
-            "header to sort.",
-            "small",
+            "header to sort. " + tables.protocol_text(self.summary, dataset)
         )
+        self.page.heading("Every cell with its uncertainty", level=3)
+        self.page.paragraph(text, "small")
         self.page.raw(tables.to_html(table, index=False, css_class="results sortable"))
-        self.markdown += ["### Every cell with its uncertainty", ""]
+        self.markdown += ["### Every cell with its uncertainty", "", text, ""]
         self.markdown += [tables.to_markdown(table, False), ""]
 
     def side_by_side(self, dataset: str, label: str, anchor: str) -> None:
@@ -551,6 +788,11 @@ class _ReportWriter:
             "paired trials and Holm-adjusted p; bold = significant at 0.05; n = pairs when "
             "too few to test."
         )
+        if tables.validated(self.summary, dataset):
+            text += (
+                " The differences are of test scores; the row's best is the method selected "
+                "on validation (highest val ave). " + tables.protocol_text(self.summary, dataset)
+            )
         page.heading(f"Paired tests against {heading}", level=3)
         page.paragraph(text, "small")
         page.raw(tables.to_html(html_matrix, escape=False, css_class="results sortable"))
@@ -593,7 +835,8 @@ class _ReportWriter:
             f"accuracy_{anchor[3:]}",
             f"{label} accuracy over epochs",
             f"{label}: test accuracy over epochs, mean over finished trials with a band of "
-            f"one standard deviation; every point is inside the axes. Panels: {rows}.",
+            f"one standard deviation{_dashed(done, dataset)}; every point is inside the axes. "
+            f"Panels: {rows}.",
         )
         self._figure(
             figures.loss_figure(done, dataset),
@@ -613,27 +856,7 @@ class _ReportWriter:
             )
 
     def ranks_section(self) -> None:
-        page, analysis = self.page, self.analysis
-        page.heading("Which method wins overall")
-        if analysis.ranks.empty:
-            page.paragraph("No run has finished yet.")
-        else:
-            ranks = analysis.ranks.rename(columns={"mean_rank": "average rank"})
-            page.raw(tables.to_html(ranks, index=False, css_class="results sortable"))
-            self.markdown += ["## Average rank over all rows", ""]
-            self.markdown += [tables.to_markdown(ranks, False), ""]
-        if analysis.friedman:
-            f = analysis.friedman
-            line = (
-                f"Friedman test over {f['rows']} rows where all {f['methods']} methods finished: "
-                f"chi2 = {f['statistic']:.2f}, p = {f['p_value']:.3g}."
-            )
-        else:
-            line = (
-                "Friedman test: not run (it needs 3 methods and 2 rows where all of them finished)."
-            )
-        page.paragraph(line)
-        self.markdown += [line, ""]
+        self.markdown += ranks_section(self.page, self.analysis)
 
     def schedules_section(self, schedule_epochs: int) -> None:
         self.page.heading("Figure 1: the schedules")
@@ -698,6 +921,26 @@ def _read_source(path: Path, study: str | None, names_wanted: list[str] | None) 
         ]
 
 
+def load_analysis(
+    store: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    study: str | Sequence[str] | None = None,
+) -> Analysis:
+    """The :class:`Analysis` of one or several stores (read-only), without writing anything:
+    per-run scores, per-cell summary, paired tests, ranks and verdicts as DataFrames, each
+    study's validation split read from its settings. ``store`` and ``study`` as in
+    :func:`report_store`. Raises :class:`ReportError` (or the store's ``StoreError``)."""
+    paths = [Path(store)] if isinstance(store, (str, os.PathLike)) else [Path(s) for s in store]
+    many = None if study is None or isinstance(study, str) else list(study)
+    one = study if isinstance(study, str) else None
+    sources = [(path, *item) for path in paths for item in _read_source(path, one, many)]
+    if all(runs.empty for _, _, runs, _, _ in sources):
+        where = ", ".join(str(p) for p in paths)
+        raise ReportError(f"the store {where} holds no runs; run `annealbench run` first")
+    # The stores are closed: only the output folder is written.
+    runs, epochs, settings = _side_by_side(sources)
+    return analyze(runs, epochs, settings)
+
+
 def report_store(
     store: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str],
@@ -711,15 +954,7 @@ def report_store(
     (quick)``, ``nn2 (long)``. Raises :class:`ReportError` (or the store's ``StoreError``).
     """
     paths = [Path(store)] if isinstance(store, (str, os.PathLike)) else [Path(s) for s in store]
-    many = None if study is None or isinstance(study, str) else list(study)
-    one = study if isinstance(study, str) else None
-    sources = [(path, *item) for path in paths for item in _read_source(path, one, many)]
-    if all(runs.empty for _, _, runs, _, _ in sources):
-        where = ", ".join(str(p) for p in paths)
-        raise ReportError(f"the store {where} holds no runs; run `annealbench run` first")
-    # The stores are closed: only the output folder is written.
-    runs, epochs, settings = _side_by_side(sources)
-    analysis = analyze(runs, epochs, settings)
+    analysis = load_analysis(paths, study)
     return write_report(analysis, out, source=", ".join(str(p) for p in paths))
 
 
@@ -731,6 +966,7 @@ def _side_by_side(sources: list[tuple]) -> tuple[pd.DataFrame, pd.DataFrame, dic
     for path, name, runs, epochs, study_settings in sources:
         label = f"{name}@{path.stem}" if clash else name
         runs, epochs = runs.copy(), epochs.copy()
+        runs["study"] = label  # the key of its settings: each row finds its study's protocol
         runs["run_id"] += offset  # run ids are per store: keep them apart
         epochs["run_id"] += offset
         offset = int(runs["run_id"].max()) + 1 if not runs.empty else offset

@@ -23,7 +23,9 @@ from annealbench.report.paper import (
     DECAY_METHODS,
     WARMUP_METHODS,
     dataset_label,
+    entry_point_models,
     model_label,
+    model_labels,
     order_methods,
     order_models,
 )
@@ -66,6 +68,7 @@ _PALETTE = {
     "trap": "#17becf",
     "str+": "#8c564b",
     "sig+": "#ff7f0e",
+    "cosine": "#6b6ecf",  # today's baseline (annealbench.methods.MODERN_METHODS)
 }
 _EXTRA = ["#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354"]
 
@@ -202,11 +205,19 @@ def method_definitions(
 
 
 def _schedule_of(definition: Method | None, model: str) -> Schedule | None:
-    """The rate curve ``definition`` uses on ``model``; None when it cannot be known."""
+    """The rate curve ``definition`` uses on ``model``; None when it cannot be known.
+
+    Only a model of :func:`model_labels` (built-in or registered here) is looked up; for any
+    other (a user's import path, a side-by-side label) only a rate that does not depend on the
+    model is drawn, so no user code is imported."""
     if definition is None:
         return None
     try:
-        return definition.schedule_for(model)
+        if model in model_labels() and model not in entry_point_models():
+            return definition.schedule_for(model)
+        if definition.schedule is None and definition.lr is None:
+            return None  # an adaptive method's rate depends on the model's depth
+        return definition.schedule_for(model, deep=False)
     except (KeyError, ValueError):  # a model this installation does not know
         return None
 
@@ -313,16 +324,48 @@ def panel_rows(
     return _panel_rows(order_methods(frame["method"]), method_definitions(frame, methods))
 
 
-def _band(ax: object, line: pd.DataFrame, method: str, gid: str, style: str = "-") -> np.ndarray:
-    """Draw a mean line (labelled ``method``, with ``gid``) and its ±1 std band; return the
-    values drawn (for the axis limits)."""
+def _band(
+    ax: object, line: pd.DataFrame, method: str, gid: str, style: str = "-", band: bool = True
+) -> np.ndarray:
+    """Draw a mean line (labelled ``method``, with ``gid``) and its ±1 std band (``band``);
+    return the values drawn (for the axis limits). A dashed line (``style="--"``) carries no
+    label of its own."""
     x, mean = line["epoch"].to_numpy(), line["mean"].to_numpy()
     std = line["std"].fillna(0).to_numpy()
     color = method_color(method)
-    (drawn,) = ax.plot(x, mean, style, color=color, lw=1.4, label=method)
+    label = method if style == "-" else f"_{method} {gid}"
+    (drawn,) = ax.plot(x, mean, style, color=color, lw=1.4 if band else 1.1, label=label)
     drawn.set_gid(gid)
+    if not band:
+        return mean
     ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.18, lw=0)
     return np.concatenate([mean, mean - std, mean + std])
+
+
+def _validation_curves(frame: pd.DataFrame) -> pd.DataFrame:
+    """:func:`curve_frame` of the validation accuracy (empty without any)."""
+    if "val_acc" not in frame or not frame["val_acc"].notna().any():
+        return pd.DataFrame(columns=["dataset", "model", "method", "epoch", "mean", "std"])
+    return curve_frame(frame[frame["val_acc"].notna()], "val_acc")
+
+
+def _draw_accuracy(ax: object, curves: pd.DataFrame, val: pd.DataFrame, method: str) -> list:
+    """One method's test accuracy (solid, with its band) and validation accuracy (dashed,
+    without) on ``ax``; the values drawn."""
+    drawn = []
+    line = curves[curves["method"] == method]
+    if not line.empty:
+        drawn.append(_band(ax, line, method, f"test_acc:{method}"))
+    line = val[val["method"] == method]
+    if not line.empty:
+        drawn.append(_band(ax, line, method, f"val_acc:{method}", "--", band=False))
+    return drawn
+
+
+def _validation_key(ax: object) -> None:
+    """A legend entry for the dashed validation lines, last, when ``ax`` has any."""
+    if any(str(line.get_gid()).startswith("val_acc:") for line in ax.get_lines()):
+        ax.plot([], [], "--", color="#555555", lw=1.1, label="val (dashed)")
 
 
 def _limits(values: list[np.ndarray], low: float, high: float) -> tuple[float, float]:
@@ -356,12 +399,14 @@ def accuracy_figure(
     one standard deviation; one column per model, one row per kind of method (constant-rate,
     decaying, warmup and restarting SGD, adaptive optimizers, other), from each method's
     definition (:func:`method_definitions`; ``methods`` gives user methods'). The y axis holds
-    every mean and band (within 0-100%). Each line's gid is ``test_acc:METHOD``.
+    every mean and band (within 0-100%). Each line's gid is ``test_acc:METHOD``; runs with a
+    validation split (a ``val_acc`` column) add a dashed line of its mean, gid
+    ``val_acc:METHOD``, without a band.
 
     ``epochs`` should hold finished ("done") runs only.
     """
     frame = epochs[epochs["dataset"] == dataset]
-    curves = curve_frame(frame)
+    curves, val = curve_frame(frame), _validation_curves(frame)
     if curves.empty:
         raise ValueError(f"no finished epochs for dataset {dataset!r}")
     models = order_models(curves["model"])
@@ -372,19 +417,20 @@ def accuracy_figure(
         for c, model in enumerate(models):
             ax = axes[r, c]
             for method in members:
-                line = curves[(curves["model"] == model) & (curves["method"] == method)]
-                if not line.empty:
-                    drawn.append(_band(ax, line, method, f"test_acc:{method}"))
+                mine = curves[curves["model"] == model], val[val["model"] == model]
+                drawn += _draw_accuracy(ax, *mine, method)
+            _validation_key(ax)
             ax.grid(alpha=0.3)
             ax.set_title(f"{model_label(model)}: {title}", fontsize=9)
             if r == len(rows) - 1:
                 ax.set_xlabel("epoch")
             if c == 0:
-                ax.set_ylabel("test acc. (%)")
+                ax.set_ylabel("accuracy (%)" if len(val) else "test acc. (%)")
         _legend(list(axes[r]), axes[r, -1])
     axes[0, 0].set_ylim(*_limits(drawn, 0.0, 100.0))
     axes[0, 0].xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
-    fig.suptitle(f"{dataset_label(dataset)}: test accuracy, mean of trials ±1 std", fontsize=10)
+    what = "test (solid) and validation (dashed) accuracy" if len(val) else "test accuracy"
+    fig.suptitle(f"{dataset_label(dataset)}: {what}, mean of trials ±1 std", fontsize=10)
     return fig
 
 

@@ -33,6 +33,8 @@ dl.facts { display: grid; grid-template-columns: max-content 1fr max-content 1fr
 dl.facts dt, dl.facts dd { margin: 0; }
 table.verdicts td:nth-last-child(-n+2) { white-space: normal; min-width: 14em; text-align: left; }
 .spread { font-size: .8em; color: #666; }
+pre.source { background: #f6f8fa; border: 1px solid #ddd; padding: .6em 1em; overflow-x: auto;
+             font-size: .85em; max-height: 30em; }
 .caution { color: #a33; font-size: .85em; }
 .banner { background: #fdecea; border-left: 4px solid #c0392b; padding: .5em 1em; }
 .headline { background: #eef6ee; border-left: 4px solid #2e7d32; padding: .5em 1em; }
@@ -144,6 +146,10 @@ class Page:
 
     def raw(self, markup: str) -> None:
         self.parts.append(markup)
+
+    def code(self, text: str) -> None:
+        """A block of source text, shown as it is (escaped, whitespace kept)."""
+        self.parts.append(f'<pre class="source"><code>{html.escape(text)}</code></pre>')
 
     def definitions(self, items: Iterable[tuple[str, str]], css_class: str | None = None) -> None:
         body = "".join(

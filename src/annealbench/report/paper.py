@@ -9,7 +9,10 @@ Deep Neural Networks", Electronics 10(16):2029, 2021. The CSV ships in
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import io
+from collections import Counter
+from collections.abc import Callable
 from importlib import resources
 
 import pandas as pd
@@ -26,17 +29,22 @@ PAPER_TRIALS = 10
 PAPER_EPOCHS = 100
 
 
-def protocol_differences(trials: int, epochs: int, subset: int | None = None) -> list[str]:
+def protocol_differences(
+    trials: int, epochs: int, subset: int | None = None, validation: str = ""
+) -> list[str]:
     """How a study's protocol differs from the paper's, in words (empty when it is the same).
 
     ``trials`` and ``epochs`` are the study's (per cell); ``subset`` the number of training
-    images when the study used only the first ones.
+    images when the study used only the first ones; ``validation`` what it held out of the
+    training set for validation, in words (``"5,000 examples"``; empty: nothing).
     """
     out = []
     if epochs != PAPER_EPOCHS:
         out.append(f"{epochs} epochs, not the paper's {PAPER_EPOCHS}")
     if subset:
         out.append(f"the first {subset:,} training images, not all of them")
+    if validation:
+        out.append(f"{validation} held out for validation")
     if trials != PAPER_TRIALS:
         out.append(f"{trials} trials per cell, not the paper's {PAPER_TRIALS}")
     return out
@@ -58,9 +66,53 @@ DATASET_LABELS: dict[str, str] = {
 DATASET_ORDER: tuple[str, ...] = tuple(DATASET_LABELS)
 
 
+def entry_point_models() -> set[str]:
+    """Names of models that installed packages provide (loading them imports their code)."""
+    return {ep.name for ep in importlib.metadata.entry_points(group=models.ENTRY_POINT_GROUP)}
+
+
 def model_labels() -> dict[str, str]:
-    """Each model's paper label (``densenet121`` -> ``DenseConv``), in the paper's order."""
-    return {name: models.spec(name).paper_name for name in models.names()}
+    """Each model's paper label (``densenet121`` -> ``DenseConv``), in the paper's order, and
+    models registered in this process by their names. Never imports a user's code: models of
+    installed entry points keep their names and import paths are not looked up."""
+    plugged = entry_point_models()
+    out = {}
+    for name in models.names():
+        if name in plugged:
+            out[name] = name
+            continue
+        try:
+            out[name] = models.spec(name).paper_name
+        except ValueError:  # a registry that changed meanwhile
+            out[name] = name
+    return out
+
+
+def short_reference(name: str) -> str:
+    """A short label for a user's model or dataset reference: ``pkg.nets:build`` ->
+    ``nets:build``, ``/data/sets/mine.npz`` -> ``mine.npz``, ``/data/folder/`` -> ``folder``;
+    any other name (``nn2``, ``nn2 (quick)``) as it is. Nothing is imported or read."""
+    text = str(name)
+    study = ""
+    if text.endswith(")") and " (" in text:  # a side-by-side label: "ref (study)"
+        text, _, rest = text.rpartition(" (")
+        study = f" ({rest}"
+    if "/" in text or "\\" in text or text.startswith(("~", ".")):
+        parts = [p for p in text.replace("\\", "/").split("/") if p]
+        return (parts[-1] if parts else text) + study
+    module, colon, attr = text.partition(":")
+    if colon and attr and module and all(p.isidentifier() for p in module.split(".")):
+        return f"{module.rpartition('.')[2]}:{attr}{study}"
+    return text + study
+
+
+def unique_labels(names: object, label: Callable[[str], str]) -> dict[str, str]:
+    """``name -> label(name)`` for each distinct name, but the full name wherever two names
+    would share a label (two ``nets:build`` of different packages)."""
+    unique = list(dict.fromkeys(str(v) for v in names))  # type: ignore[union-attr]
+    labels = {name: label(name) for name in unique}
+    counts = Counter(labels.values())
+    return {name: (text if counts[text] == 1 else name) for name, text in labels.items()}
 
 
 def dataset_key(name: str) -> str:
@@ -77,14 +129,16 @@ def paper_dataset(name: str) -> str | None:
 
 
 def dataset_label(name: str) -> str:
-    """The paper's display name (``CIFAR-10``) or the name itself."""
+    """The paper's display name (``CIFAR-10``), a user dataset's short label
+    (:func:`short_reference`: ``mine.npz``), or the name itself."""
     paper = paper_dataset(name)
-    return DATASET_LABELS[paper] if paper else name
+    return DATASET_LABELS[paper] if paper else short_reference(name)
 
 
 def model_label(name: str) -> str:
-    """The paper's display name of a model (``ResNet-18``), or the name itself."""
-    return model_labels().get(name, name)
+    """The paper's display name of a model (``ResNet-18``), a user model's short label
+    (:func:`short_reference`: ``nets:build``), or the name itself."""
+    return model_labels().get(name) or short_reference(name)
 
 
 def ordered(values: object, order: tuple[str, ...], key=lambda v: v) -> list[str]:
@@ -99,12 +153,14 @@ def ordered(values: object, order: tuple[str, ...], key=lambda v: v) -> list[str
 
 
 def method_order() -> tuple[str, ...]:
-    """Every known method: :data:`annealbench.methods.PAPER_METHODS`, then user-registered ones."""
+    """Every known method: :data:`annealbench.methods.PAPER_METHODS`, then today's baselines
+    (:data:`annealbench.methods.MODERN_METHODS`), then user-registered ones."""
     return tuple(methods.names())
 
 
 def order_methods(values: object) -> list[str]:
-    """Methods in the paper's order, then any others alphabetically."""
+    """Methods in the paper's order, then today's baselines, then registered ones, then any
+    others alphabetically."""
     return ordered(values, method_order())
 
 

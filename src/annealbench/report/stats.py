@@ -8,6 +8,19 @@ Definitions (stated in the report too):
   ``std`` = sample standard deviation of the scores (ddof=1), ``ci_low``/``ci_high`` = 95%
   confidence interval of the mean score from the t-distribution with trials-1 degrees of freedom;
 - diverged runs are counted, never averaged in; runs not finished yet are counted as missing.
+
+Two protocols, per row (dataset, model):
+
+- the **paper protocol** (no validation split): the row's best method is the one with the
+  highest ``ave``: selected and reported on the test set;
+- the **validation protocol** (every finished run of the row has validation accuracies): a
+  run's ``val_score`` is its mean validation accuracy over the last 10% of its epochs, its
+  ``best_val_epoch`` the (first) epoch of its best validation accuracy and
+  ``test_at_best_val`` the test accuracy at that epoch. The row's best method is the one with
+  the highest ``val_ave`` (mean ``val_score``); ``ave``/``max``/``std``/CI and the paired tests
+  stay on the test scores, so the test set is only reported, never selected on.
+
+``selection`` (per cell) is the number a row's best is chosen by: ``val_ave`` or ``ave``.
 """
 
 from __future__ import annotations
@@ -39,6 +52,16 @@ MIN_TRIALS_TO_TEST = 5
 MIN_EPOCH_FRACTION = 0.1
 DONE = "done"
 DIVERGED = "diverged"
+PAPER = "paper"
+VALIDATION = "validation"
+PAPER_PROTOCOL = "paper protocol: selected and reported on the test set"
+TEST_SELECTION_CAUTION = (
+    "no validation split (the paper's protocol): choosing a schedule by these numbers tunes it "
+    "on the test set, so they overstate how well it does on new data; hold out a validation "
+    "split (the study's run.validation) to select on it"
+)
+#: Per-run columns of :func:`run_scores` beside the test ones (NaN without validation).
+VALIDATION_RUN_COLUMNS = ["val_score", "val_peak", "best_val_epoch", "test_at_best_val"]
 
 ROW = ["dataset", "model"]
 CELL = ["dataset", "model", "method"]
@@ -53,13 +76,60 @@ def last_epochs(n_epochs: int, fraction: float = SCORE_FRACTION) -> int:
     return max(1, math.floor(n_epochs * fraction + 1e-9))
 
 
+def validation_protocol(holdout: str = "") -> str:
+    """The validation protocol in words; ``holdout`` says what was held out
+    (``"5,000 examples"``), empty when not known."""
+    held = f"{holdout} held out" if holdout else "a split of the training set held out"
+    return (
+        f"validation protocol: selected on validation ({held}), "
+        "test reported at the selected points"
+    )
+
+
+def holdout_text(validation: object) -> str:
+    """What a study's ``run.validation`` holds out, in words: ``5,000 examples`` for an int,
+    ``10% of the training set`` for a fraction; empty for none."""
+    if validation is None or isinstance(validation, bool):
+        return ""
+    try:
+        value = float(validation)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return str(validation)
+    if value <= 0 or not math.isfinite(value):
+        return ""
+    if value < 1:
+        return f"{100 * value:.3g}% of the training set"
+    return f"{int(value):,} examples"
+
+
+def _curve_scores(curve: pd.DataFrame, fraction: float) -> tuple:
+    """(epochs, score, peak, final, val_score, val_peak, best_val_epoch, test_at_best_val) of
+    one run's epochs, sorted by epoch."""
+    acc = curve["test_acc"].to_numpy(dtype=float)
+    n = last_epochs(len(acc), fraction)
+    test = (len(acc), acc[-n:].mean(), acc.max(), acc[-1])
+    if "val_acc" not in curve:
+        return (*test, math.nan, math.nan, math.nan, math.nan)
+    val = curve["val_acc"].to_numpy(dtype=float)
+    finite = np.isfinite(val)
+    if not finite.any():
+        return (*test, math.nan, math.nan, math.nan, math.nan)
+    tail = val[-n:][finite[-n:]]
+    best = int(np.flatnonzero(finite)[np.argmax(val[finite])])  # the first best epoch
+    epoch = float(curve["epoch"].iloc[best])
+    return (*test, tail.mean() if tail.size else math.nan, val[best], epoch, acc[best])
+
+
 def run_scores(
     runs: pd.DataFrame, epochs: pd.DataFrame, fraction: float = SCORE_FRACTION
 ) -> pd.DataFrame:
-    """One row per finished ("done") run: its key, score, peak and epoch count.
+    """One row per finished ("done") run: its key, test score, peak, final and epoch count,
+    and (NaN without validation) ``val_score``, ``val_peak``, ``best_val_epoch`` and
+    ``test_at_best_val``.
 
     ``runs`` needs run_id, dataset, model, method, seed, status; ``epochs`` needs run_id, epoch,
-    test_acc. A "done" run without epochs is an inconsistent store and raises ValueError.
+    test_acc (and val_acc for the validation columns). A "done" run without epochs is an
+    inconsistent store and raises ValueError.
     """
     done = runs.loc[runs["status"] == DONE, ["run_id", *RUN_KEY]]
     duplicated = done.duplicated(RUN_KEY, keep=False)
@@ -69,16 +139,17 @@ def run_scores(
             f"two finished runs share dataset, model, method and seed ({first}); "
             "report one study at a time"
         )
-    columns = [*RUN_KEY, "run_id", "epochs", "score", "peak", "final"]
+    measures = ["epochs", "score", "peak", "final", *VALIDATION_RUN_COLUMNS]
+    columns = [*RUN_KEY, "run_id", *measures]
     if done.empty:
         return pd.DataFrame(columns=columns)
-    curves = epochs.loc[epochs["run_id"].isin(done["run_id"]), ["run_id", "epoch", "test_acc"]]
-    rows = []
-    for run_id, curve in curves.sort_values(["run_id", "epoch"]).groupby("run_id", sort=False):
-        acc = curve["test_acc"].to_numpy(dtype=float)
-        tail = acc[-last_epochs(len(acc), fraction) :]
-        rows.append((run_id, len(acc), tail.mean(), acc.max(), acc[-1]))
-    per_run = pd.DataFrame(rows, columns=["run_id", "epochs", "score", "peak", "final"])
+    wanted = ["run_id", "epoch", "test_acc"] + (["val_acc"] if "val_acc" in epochs else [])
+    curves = epochs.loc[epochs["run_id"].isin(done["run_id"]), wanted]
+    rows = [
+        (run_id, *_curve_scores(curve, fraction))
+        for run_id, curve in curves.sort_values(["run_id", "epoch"]).groupby("run_id", sort=False)
+    ]
+    per_run = pd.DataFrame(rows, columns=["run_id", *measures])
     missing = set(done["run_id"]) - set(per_run["run_id"])
     if missing:
         raise ValueError(f"finished runs without any epoch recorded: {sorted(missing)[:5]}")
@@ -144,12 +215,8 @@ def status_counts(runs: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
-def summarize(runs: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
-    """One row per cell in ``runs``: status counts, ave, max, peak, std, CI, paper's numbers.
-
-    Statistics use only finished trials; a cell with none has NaN statistics.
-    """
-    counts = status_counts(runs)
+def _aggregate(scores: pd.DataFrame) -> pd.DataFrame:
+    """Per cell of ``scores``: the test statistics, then the validation ones."""
     grouped = scores.groupby(CELL)
     agg = pd.DataFrame(
         {
@@ -166,11 +233,61 @@ def summarize(runs: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
         agg["ci_high"] = [high for _, high in intervals]
     else:
         agg["ci_low"] = agg["ci_high"] = pd.Series(dtype=float)
-    summary = counts.merge(agg.reset_index(), on=CELL, how="left")
+    for column in VALIDATION_RUN_COLUMNS:
+        if column not in scores:
+            scores = scores.assign(**{column: math.nan})
+    grouped = scores.groupby(CELL)
+    agg["val_ave"] = grouped["val_score"].mean()
+    agg["val_max"] = grouped["val_score"].max()
+    agg["val_std"] = grouped["val_score"].std(ddof=1)
+    agg["test_at_best_val_ave"] = grouped["test_at_best_val"].mean()
+    agg["test_at_best_val_std"] = grouped["test_at_best_val"].std(ddof=1)
+    return agg
+
+
+def row_protocols(scores: pd.DataFrame) -> pd.Series:
+    """Per row (dataset, model) with finished runs: :data:`VALIDATION` when every finished run
+    of the row has a validation score, else :data:`PAPER`."""
+    if scores.empty:
+        empty = pd.MultiIndex.from_tuples([], names=ROW)
+        return pd.Series(dtype=object, index=empty, name="protocol")
+    has = scores["val_score"].notna() if "val_score" in scores else pd.Series(False, scores.index)
+    every = has.groupby([scores["dataset"], scores["model"]]).all()
+    return every.map({True: VALIDATION, False: PAPER}).rename("protocol")
+
+
+def summarize(runs: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell in ``runs``: status counts, ave, max, peak, std, CI, the validation
+    statistics, the row's ``protocol``, ``selection`` (the number the row's best is chosen
+    by), ``selected`` (the row's best) and the paper's numbers.
+
+    Statistics use only finished trials; a cell with none has NaN statistics.
+    """
+    counts = status_counts(runs)
+    summary = counts.merge(_aggregate(scores).reset_index(), on=CELL, how="left")
+    summary = summary.merge(row_protocols(scores).reset_index(), on=ROW, how="left")
+    summary["protocol"] = summary["protocol"].fillna(PAPER)
+    validated = summary["protocol"] == VALIDATION
+    summary["selection"] = summary["ave"].where(~validated, summary["val_ave"])
     summary = attach_paper(summary)
     summary["diff_ave"] = summary["ave"] - summary["paper_ave"]
     summary["diff_max"] = summary["max"] - summary["paper_max"]
-    return sort_cells(summary).reset_index(drop=True)
+    summary = sort_cells(summary).reset_index(drop=True)
+    summary["selected"] = False
+    for _, cells in summary[summary["trials"] > 0].groupby(ROW, sort=False):
+        summary.loc[best_cell(cells).name, "selected"] = True
+    return summary
+
+
+def selection_column(summary: pd.DataFrame) -> str:
+    """The column a row's best is chosen by: ``selection``, or ``ave`` in an older summary."""
+    return "selection" if "selection" in summary else "ave"
+
+
+def best_cell(cells: pd.DataFrame) -> pd.Series:
+    """The best finished cell of one row: the highest ``selection`` (the first of ties, in the
+    paper's order)."""
+    return cells.loc[cells[selection_column(cells)].idxmax()]
 
 
 def sort_cells(frame: pd.DataFrame) -> pd.DataFrame:
@@ -247,10 +364,12 @@ def unreachable_families(tests: pd.DataFrame) -> pd.DataFrame:
 def paired_tests(
     summary: pd.DataFrame, scores: pd.DataFrame, references: Sequence[str] = ("best", "sig+")
 ) -> pd.DataFrame:
-    """Every method of each row against the row's best method (highest ``ave``) and against sig+.
+    """Every method of each row against the row's best method (:func:`best_cell`: highest
+    ``val_ave`` under the validation protocol, else highest ``ave``) and against sig+.
 
     Trials are paired by seed (same seed = same initial weights and batch order); only seeds
-    finished by both methods count. ``diff`` = mean(method - reference) over the pairs.
+    finished by both methods count. ``diff`` = mean(method - reference) of the test scores
+    over the pairs (the test set is what is reported, whichever protocol chose the best).
     p-values are Holm-corrected within each family (one row, one reference).
     """
     columns = [
@@ -271,7 +390,7 @@ def paired_tests(
     for (dataset, model), cells in done.groupby(ROW, sort=False):
         row_scores = scores[(scores["dataset"] == dataset) & (scores["model"] == model)]
         by_seed = row_scores.pivot(index="seed", columns="method", values="score")
-        best = cells.loc[cells["ave"].idxmax(), "method"]
+        best = best_cell(cells)["method"]
         for against in references:
             reference = best if against == "best" else against
             if reference not in by_seed:
@@ -306,7 +425,8 @@ def paired_tests(
 
 
 def average_ranks(summary: pd.DataFrame) -> pd.DataFrame:
-    """Each method's mean rank by ``ave`` over the rows (dataset, model) where it finished.
+    """Each method's mean rank by ``selection`` (``val_ave`` under the validation protocol,
+    else ``ave``) over the rows (dataset, model) where it finished.
 
     Rank 1 is the best; ties share the mean of their ranks. ``wins`` counts rows where the method
     ranks first (shared firsts included).
@@ -315,8 +435,9 @@ def average_ranks(summary: pd.DataFrame) -> pd.DataFrame:
     columns = ["method", "rows", "mean_rank", "wins"]
     if done.empty:
         return pd.DataFrame(columns=columns)
-    done["rank"] = done.groupby(ROW)["ave"].rank(ascending=False, method="min")
-    done["mean_of_ranks"] = done.groupby(ROW)["ave"].rank(ascending=False, method="average")
+    by = selection_column(done)
+    done["rank"] = done.groupby(ROW)[by].rank(ascending=False, method="min")
+    done["mean_of_ranks"] = done.groupby(ROW)[by].rank(ascending=False, method="average")
     ranks = done.groupby("method").agg(
         rows=("mean_of_ranks", "size"),
         mean_rank=("mean_of_ranks", "mean"),
@@ -327,12 +448,14 @@ def average_ranks(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def friedman(summary: pd.DataFrame) -> dict[str, float | int] | None:
-    """Friedman test that all methods rank alike, over the rows where every method finished.
+    """Friedman test that all methods rank alike (by ``selection``), over the rows where every
+    method finished.
 
     None when it cannot be run (fewer than 3 methods or 2 complete rows).
     """
     done = summary[summary["trials"] > 0]
-    table = done.pivot_table(index=ROW, columns="method", values="ave").dropna()
+    table = done.pivot_table(index=ROW, columns="method", values=selection_column(done))
+    table = table.dropna()
     if table.shape[1] < 3 or table.shape[0] < 2:
         return None
     result = stats.friedmanchisquare(*(table[c].to_numpy() for c in table.columns))
@@ -350,40 +473,72 @@ def missing_runs(summary: pd.DataFrame) -> pd.DataFrame:
     return summary.loc[summary["missing"] > 0, cols].reset_index(drop=True)
 
 
+def _spread_text(cell: pd.Series, prefix: str, digits: int = 2) -> str:
+    """``90.12 ± 0.15``: the mean and std of a validation column pair (blank without)."""
+    mean, std = cell.get(f"{prefix}_ave", math.nan), cell.get(f"{prefix}_std", math.nan)
+    if pd.isna(mean):
+        return ""
+    return f"{mean:.{digits}f}" + ("" if pd.isna(std) else f" ± {std:.{digits}f}")
+
+
+def _verdict_text(cells: pd.DataFrame, best: pd.Series, mine: pd.DataFrame) -> tuple:
+    """(verdict in words, beaten, tied, better) of one row from its tests against the best."""
+    solid = mine["significant"].astype(bool) & (mine["pairs"] >= MIN_TRIALS_TO_TEST)
+    beaten = list(mine.loc[solid & (mine["diff"] <= 0), "method"])
+    better = list(mine.loc[solid & (mine["diff"] > 0), "method"])
+    tied = mine[~solid]
+    trials = int(best["trials"])
+    validated = best.get("protocol") == VALIDATION
+    if len(cells) == 1:
+        verdict = "the only method of this row"
+    elif trials < MIN_TRIALS_TO_TEST:
+        highest = "highest mean validation score" if validated else "highest mean"
+        verdict = f"{highest}, but {trials} trials are too few to say it beats the others"
+    elif tied.empty and not better:
+        verdict = f"significantly better than all {len(beaten)} others (Holm p < {ALPHA})"
+    elif tied.empty:
+        verdict = f"significantly better than {len(beaten)} other(s) (Holm p < {ALPHA})"
+    else:
+        runner = tied.iloc[0]
+        verdict = (
+            f"not significantly better than {', '.join(tied['method'])} "
+            f"(runner-up {runner['method']}: {runner['diff']:+.2f} points, "
+            f"p = {runner['p_holm']:.3g}); better than {len(beaten)} other(s)"
+        )
+    if better and trials >= MIN_TRIALS_TO_TEST:
+        verdict += f"; yet on the test set {', '.join(better)} did significantly better" + (
+            " (the choice on validation did not carry over)" if validated else ""
+        )
+    return verdict, beaten, tied, better
+
+
 def verdicts(summary: pd.DataFrame, tests: pd.DataFrame) -> pd.DataFrame:
-    """One row per (dataset, model): the best method by ``ave``, its ave ± std [95% CI], and
-    how certain that is, in words, from the paired tests against it.
+    """One row per (dataset, model): the best method (:func:`best_cell`: by ``val_ave`` under
+    the validation protocol, else by ``ave``), its test ave ± std [95% CI], and how certain
+    that is, in words, from the paired tests (on the test scores) against it.
 
     ``beaten``: methods significantly worse (Holm p < 0.05) on at least
-    :data:`MIN_TRIALS_TO_TEST` pairs; ``tied``: the others, with the runner-up and its
-    difference first. ``caution``: too few trials or too short runs (:func:`cautions`).
+    :data:`MIN_TRIALS_TO_TEST` pairs; ``better``: significantly better on the test set (a
+    choice on validation that did not carry over); ``tied``: the others, with the runner-up
+    and its difference first. ``caution``: too few trials or too short runs
+    (:func:`cautions`). ``protocol``, ``val_score`` (the best's val ave ± std) and
+    ``test_at_best_val`` (its test accuracy at the epochs of best validation accuracy, mean
+    ± std) describe the selection; both texts are blank under the paper protocol.
     """
     columns = [*ROW, "best", "score", "trials", "epochs", "beaten", "tied", "verdict", "caution"]
+    columns += ["protocol", "val_score", "test_at_best_val", "better"]
     rows = []
     for (dataset, model), cells in summary[summary["trials"] > 0].groupby(ROW, sort=False):
-        best = cells.loc[cells["ave"].idxmax()]
+        best = best_cell(cells)
         mine = tests[
             (tests["dataset"] == dataset) & (tests["model"] == model) & (tests["against"] == "best")
         ].sort_values("diff", ascending=False)
-        solid = mine["significant"].astype(bool) & (mine["pairs"] >= MIN_TRIALS_TO_TEST)
-        beaten, tied = list(mine.loc[solid, "method"]), mine[~solid]
+        verdict, beaten, tied, better = _verdict_text(cells, best, mine)
         trials, epochs = int(best["trials"]), int(best["epochs"])
-        warn = cautions(trials, epochs)
-        if len(cells) == 1:
-            verdict = "the only method of this row"
-        elif trials < MIN_TRIALS_TO_TEST:
-            verdict = f"highest mean, but {trials} trials are too few to say it beats the others"
-        elif tied.empty:
-            verdict = f"significantly better than all {len(beaten)} others (Holm p < {ALPHA})"
-        else:
-            runner = tied.iloc[0]
-            verdict = (
-                f"not significantly better than {', '.join(tied['method'])} "
-                f"(runner-up {runner['method']}: {runner['diff']:+.2f} points, "
-                f"p = {runner['p_holm']:.3g}); better than {len(beaten)} other(s)"
-            )
         rows.append(
             [dataset, model, best["method"], interval_text(best), trials, epochs]
-            + [", ".join(beaten), ", ".join(tied["method"]), verdict, "; ".join(warn)]
+            + [", ".join(beaten), ", ".join(tied["method"]), verdict]
+            + ["; ".join(cautions(trials, epochs)), best.get("protocol", PAPER)]
+            + [_spread_text(best, "val"), _spread_text(best, "test_at_best_val"), ", ".join(better)]
         )
     return pd.DataFrame(rows, columns=columns)
