@@ -31,7 +31,6 @@ process only and trains with the default ``workers=1``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,9 +39,9 @@ from annealbench.methods import Method
 from annealbench.study import DEFAULT_TRIALS, Study, StudyOutcome, run_study
 
 if TYPE_CHECKING:  # pragma: no cover
-    import pandas as pd
+    from annealbench.report import Analysis
 
-__all__ = ["Method", "Results", "Study", "results", "run", "study"]
+__all__ = ["Method", "Study", "results", "run", "study"]
 
 #: What a dataset may be given as: a name or reference, a Dataset object, or four arrays.
 DatasetLike = Any
@@ -65,8 +64,9 @@ def study(
     to any of those or to four arrays ``(x_train, y_train, x_test, y_test)``. ``models``:
     names, import paths, or factories ``f(input_shape, num_classes) -> nn.Module``; an
     importable factory is known by its import path (so other processes can build it), a
-    mapping's name is used for one that cannot be imported. ``methods``: names or :class:`Method` objects (default: the
-    paper's 12). ``options``: run options (epochs, batch_size, validation, subset, ...).
+    mapping's name is used for one that cannot be imported. ``methods``: names or
+    :class:`Method` objects (default: the paper's 12). ``options``: run options (epochs,
+    batch_size, validation, subset, ...).
     """
     from annealbench.study import paper_methods
 
@@ -84,20 +84,13 @@ def run(study: Study, store: str | Path, **how: Any) -> StudyOutcome:
     return run_study(study, store, **how)
 
 
-@dataclass(frozen=True)
-class Results:
-    """A study's results as pandas frames (the numbers ``annealbench report`` prints)."""
-
-    runs: pd.DataFrame  # one row per run: grid, status, error, config
-    epochs: pd.DataFrame  # one row per epoch: lr, train/val/test loss and accuracy
-    scores: pd.DataFrame  # one row per finished run: its score and peak
-    summary: pd.DataFrame  # one row per (dataset, model, method): ave, max, std, CI
-    tests: pd.DataFrame  # paired tests of every method against the best one and sig+
-
-
-def results(store: str | Path, study: str | None = None) -> Results:
-    """The results of ``study`` (the store's only study when None) in ``store``."""
-    from annealbench.report import stats
+def results(store: str | Path, study: str | None = None) -> Analysis:
+    """The results of ``study`` (the store's only study when None) in ``store``, as the
+    DataFrames ``annealbench report`` is built from: ``runs``, ``epochs`` (train,
+    validation and test per epoch), ``scores`` (per finished run), ``summary`` (per
+    dataset, model and method: ave, std, CI; the best chosen on validation where the study
+    holds a validation split), ``tests`` (paired tests), ``ranks`` and ``verdicts``."""
+    from annealbench.report import load_analysis
     from annealbench.store import Store
 
     with Store(store, readonly=True) as db:
@@ -110,10 +103,7 @@ def results(store: str | Path, study: str | None = None) -> Results:
                 )
             study = names[0]
         db.study_id(study)  # a clear error for an unknown name
-        runs, epochs = db.runs_frame(study), db.epochs_frame(study)
-    scores = stats.run_scores(runs, epochs)
-    summary = stats.summarize(runs, scores)
-    return Results(runs, epochs, scores, summary, stats.paired_tests(summary, scores))
+    return load_analysis(store, study)
 
 
 # -- turning objects into references --------------------------------------------------------
