@@ -53,3 +53,14 @@ def local_s3() -> Iterator[str]:
             else:
                 os.environ[key] = value
         server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _registries_restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a test registers (methods, models, datasets) is gone after it: no test sees
+    another's names."""
+    from annealbench import data, methods, models
+
+    monkeypatch.setattr(methods, "_USER", dict(methods._USER))
+    monkeypatch.setattr(models, "_USER", dict(models._USER))
+    monkeypatch.setattr(data, "REGISTRY", dict(data.REGISTRY))

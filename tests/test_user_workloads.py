@@ -71,6 +71,19 @@ def cli(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def cli_here(
+    folder: Path, monkeypatch: pytest.MonkeyPatch, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """The command in this process (no interpreter start), from ``folder``, as ``cli``."""
+    from typer.testing import CliRunner
+
+    from annealbench.cli import app
+
+    monkeypatch.chdir(folder)
+    result = CliRunner().invoke(app, list(args))
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+
+
 def numbers(store: Path) -> pd.DataFrame:
     with Store(store, readonly=True) as s:
         epochs = s.epochs_frame()
@@ -113,7 +126,7 @@ def test_a_user_study_runs_from_the_command_line_and_on_ray_with_equal_numbers(
 
 
 def test_a_study_file_runs_resumes_and_is_kept_with_the_study(
-    user_folder: Path, tmp_path: Path
+    user_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     study_file = user_folder / "study.toml"
     study_file.write_text(
@@ -129,10 +142,11 @@ def test_a_study_file_runs_resumes_and_is_kept_with_the_study(
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     store = tmp_path / "file.sqlite"
-    first = cli(elsewhere, "run", str(study_file), "--store", str(store), "--no-progress")
+    run = ("run", str(study_file), "--store", str(store), "--no-progress", "--workers", "1")
+    first = cli_here(elsewhere, monkeypatch, *run)
     assert first.returncode == 0, first.stderr
     assert "2 done" in first.stdout
-    again = cli(elsewhere, "run", str(study_file), "--store", str(store), "--no-progress")
+    again = cli_here(elsewhere, monkeypatch, *run)
     assert again.returncode == 0 and "2 done" in again.stdout
     with Store(store, readonly=True) as s:
         settings = s.study_settings("mine")
@@ -140,7 +154,8 @@ def test_a_study_file_runs_resumes_and_is_kept_with_the_study(
     assert settings["source"]["text"] == study_file.read_text()
     assert settings["custom_methods"]["my-linear"]["schedule"] == "linear"
     assert list(runs["attempts"]) == [1, 1]  # the rerun trained nothing
-    report = cli(elsewhere, "report", "--store", str(store), "--out", str(tmp_path / "r"))
+    report = cli_here(elsewhere, monkeypatch, "report", "--store", str(store), "--out",
+                      str(tmp_path / "r"))  # fmt: skip
     assert report.returncode == 0, report.stderr
     assert "[methods.my-linear]" in (tmp_path / "r" / "tables.md").read_text()
 
@@ -157,10 +172,14 @@ def test_a_study_file_runs_resumes_and_is_kept_with_the_study(
          "unknown optimizer 'lion'"),
     ],
 )  # fmt: skip
-def test_a_bad_study_file_is_one_clear_error(tmp_path: Path, text: str, message: str) -> None:
+def test_a_bad_study_file_is_one_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, message: str
+) -> None:
     path = tmp_path / "study.toml"
     path.write_text(text)
-    result = cli(tmp_path, "run", str(path), "--store", str(tmp_path / "s.sqlite"))
+    result = cli_here(
+        tmp_path, monkeypatch, "run", str(path), "--store", str(tmp_path / "s.sqlite")
+    )
     assert result.returncode == 2, result.stderr
     assert str(path) in result.stderr or "study" in result.stderr
     assert message.replace("\\", "") in result.stderr.replace("\\", "") or pytest.fail(
@@ -170,13 +189,15 @@ def test_a_bad_study_file_is_one_clear_error(tmp_path: Path, text: str, message:
     assert not (tmp_path / "s.sqlite").exists()
 
 
-def test_data_changed_under_a_study_is_refused_and_the_store_kept(user_folder: Path) -> None:
+def test_data_changed_under_a_study_is_refused_and_the_store_kept(
+    user_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     args = [*GRID[:4], "--methods", "sig+", "--trials", "1", "--epochs", "1",
-            "--store", "s.sqlite", "--no-progress"]  # fmt: skip
-    assert cli(user_folder, "run", *args).returncode == 0
+            "--store", "s.sqlite", "--no-progress", "--workers", "1"]  # fmt: skip
+    assert cli_here(user_folder, monkeypatch, "run", *args).returncode == 0
     before = (user_folder / "s.sqlite").read_bytes()
     write_data(user_folder / "data.npz", seed=1)  # another split: other arrays
-    result = cli(user_folder, "run", *args)
+    result = cli_here(user_folder, monkeypatch, "run", *args)
     assert result.returncode == 2
     assert "fingerprint" in result.stderr and "data.npz" in result.stderr
     assert (user_folder / "s.sqlite").read_bytes() == before
