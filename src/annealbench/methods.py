@@ -8,8 +8,13 @@ A method is an optimizer plus a learning-rate schedule (section 4.1 of the paper
 - ``rms`` and ``adam``: RMSprop and Adam at a constant rate, 1e-3 for the shallow models
   (nn2, nn3, lenet4, vgg9) and 1e-4 for the deep ones, as the paper tunes them.
 
-Today's baselines (:data:`MODERN_METHODS`, not in the paper): ``cosine``, SGD annealed by a
-cosine from 0.1 to 0.001.
+Today's baselines (:data:`MODERN_METHODS`, not in the paper), SGD at the paper's momentum,
+weight decay and peak 0.1 unless said: ``cosine`` (to 0.001), ``cosine0`` and ``linear0``
+(to zero), the same three after the paper's warmup (``cosine+``, ``cosine0+``,
+``linear0+``), ``wsd`` (warmup, plateau, 1-sqrt cooldown to zero over the last 20%),
+``onecycle``, ``adamw-cosine`` (AdamW, weight decay 0.05, warmup + cosine from 1e-3), and
+schedule-free ``sf-sgd`` and ``sf-adamw`` (Defazio et al. 2024, the ``schedulefree``
+package: a warmup, then a constant rate; the optimizer averages instead of annealing).
 
 Users add their own with :func:`register` or a TOML file read by :func:`load_file`::
 
@@ -45,6 +50,7 @@ __all__ = [
     "MethodError",
     "MODERN_METHODS",
     "PAPER_METHODS",
+    "SCHEDULE_FREE",
     "OPTIMIZERS",
     "get",
     "names",
@@ -64,7 +70,13 @@ OPTIMIZERS: dict[str, dict[str, float]] = {
     "rmsprop": {"weight_decay": WEIGHT_DECAY},
     "adam": {"weight_decay": WEIGHT_DECAY},
     "adamw": {"weight_decay": 0.01},
+    # Schedule-free (the schedulefree package): the rate is held, the averaging anneals.
+    "sgd-schedulefree": {"momentum": MOMENTUM, "weight_decay": WEIGHT_DECAY},
+    "adamw-schedulefree": {"weight_decay": 0.0},
 }
+#: Optimizers that keep two points (train and eval): switched to eval before evaluating or
+#: saving, to train before stepping (``schedulefree``'s rule).
+SCHEDULE_FREE = ("sgd-schedulefree", "adamw-schedulefree")
 
 
 #: Optimizers whose fused (single-kernel) implementation PyTorch has on CPU and CUDA.
@@ -152,12 +164,7 @@ class Method:
 
         params = list(params)
         settings = {**OPTIMIZERS[self.optimizer], **dict(self.optimizer_settings)}
-        cls = {
-            "sgd": torch.optim.SGD,
-            "rmsprop": torch.optim.RMSprop,
-            "adam": torch.optim.Adam,
-            "adamw": torch.optim.AdamW,
-        }[self.optimizer]
+        cls = _optimizer_class(self.optimizer)
         self._check_settings(settings, cls)
         # One fused kernel per tensor instead of a chain of small ops: the same update
         # (up to rounding), about 10% faster per step for nn2 on the CPU.
@@ -194,6 +201,11 @@ class Method:
                     f"{value!r}; {self.optimizer} takes {', '.join(_settings_of(cls))}"
                 )
 
+    @property
+    def schedule_free(self) -> bool:
+        """Whether the optimizer keeps a train and an eval point (schedule-free)."""
+        return self.optimizer in SCHEDULE_FREE
+
     def validate(self) -> None:
         """Raise MethodError unless this method can train: its optimizer is built on a probe
         tensor (torch checks every setting) and its schedule for shallow and deep models."""
@@ -228,6 +240,23 @@ class Method:
         return cls(**dict(config))
 
 
+def _optimizer_class(name: str) -> type:
+    """The torch (or schedulefree) optimizer class of an optimizer name."""
+    import torch
+
+    if name in SCHEDULE_FREE:
+        import schedulefree
+
+        return {"sgd-schedulefree": schedulefree.SGDScheduleFree,
+                "adamw-schedulefree": schedulefree.AdamWScheduleFree}[name]  # fmt: skip
+    return {
+        "sgd": torch.optim.SGD,
+        "rmsprop": torch.optim.RMSprop,
+        "adam": torch.optim.Adam,
+        "adamw": torch.optim.AdamW,
+    }[name]
+
+
 def _settings_of(cls: type) -> list[str]:
     """The keyword settings a torch optimizer class takes (params and lr left out)."""
     parameters = inspect.signature(cls).parameters
@@ -246,12 +275,38 @@ def _paper() -> dict[str, Method]:
 
 
 def _modern() -> dict[str, Method]:
-    """Today's schedules as built-in methods (SGD, the paper's momentum and weight decay)."""
-    return {
-        "cosine": Method(
-            "cosine", "sgd", "cosine", description="SGD, cosine annealing 0.1 -> 0.001"
-        ),
+    """Today's schedules as built-in methods: SGD with the paper's momentum, weight decay
+    and peak rate 0.1 (its warmup where a name ends in +), AdamW, and schedule-free."""
+    zero = {"lr_low": 0.0}
+    sgd = [
+        ("cosine", "cosine", {}, "SGD, cosine annealing 0.1 -> 0.001"),
+        ("cosine0", "cosine", zero, "SGD, cosine annealing 0.1 -> 0"),
+        ("linear0", "linear", zero, "SGD, linear decay 0.1 -> 0 (Straight to Zero)"),
+        ("cosine+", "cosine+", {}, "SGD, 10% warmup, cosine 0.1 -> 0.001"),
+        ("cosine0+", "cosine+", zero, "SGD, 10% warmup, cosine 0.1 -> 0"),
+        ("linear0+", "linear+", zero, "SGD, 10% warmup, linear 0.1 -> 0"),
+        ("wsd", "wsd", {**zero, "cooldown": "1-sqrt"},
+         "SGD, warmup-stable-decay: 10% warmup, 0.1, 1-sqrt cooldown to 0 over the last 20%"),
+        ("onecycle", "onecycle", {}, "SGD, one-cycle (Smith): cosine up to 0.1 over 30%, down"),
+    ]  # fmt: skip
+    out = {
+        name: Method(name, "sgd", schedule, settings, description=text)
+        for name, schedule, settings, text in sgd
     }
+    out["adamw-cosine"] = Method(
+        "adamw-cosine", "adamw", "cosine+", {"lr_up": 1e-3}, optimizer_settings={"weight_decay":
+        0.05}, description="AdamW (weight decay 0.05), 10% warmup, cosine 1e-3 -> 1e-5",
+    )  # fmt: skip
+    out["sf-sgd"] = Method(
+        "sf-sgd", "sgd-schedulefree", "constant+", {"lr": 0.1},
+        description="schedule-free SGD (Defazio et al. 2024), 10% warmup to 0.1, then constant",
+    )  # fmt: skip
+    out["sf-adamw"] = Method(
+        "sf-adamw", "adamw-schedulefree", "constant+", {"lr": 1e-3},
+        optimizer_settings={"weight_decay": 0.05},
+        description="schedule-free AdamW, weight decay 0.05, 10% warmup to 1e-3, then constant",
+    )  # fmt: skip
+    return out
 
 
 #: The paper's 12 methods in the column order of its Tables 2 and 3.

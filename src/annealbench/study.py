@@ -265,7 +265,7 @@ def _check_fit(study: Study) -> None:
     """Every model takes every dataset's inputs: the CIFAR-form models need 32x32 images,
     the convolutional ones images at all; a user model is built and run on a probe batch
     (:func:`annealbench.models.batch_problem`), so a misfit is found before anything runs."""
-    from annealbench import data, models
+    from annealbench import data, methods, models
 
     for dataset in study.datasets:
         spec = data.spec(dataset)
@@ -284,6 +284,14 @@ def _check_fit(study: Study) -> None:
                     need = str(exc)
             elif len(shape) != 3 and model not in ("nn2", "nn3"):
                 need = "it is convolutional and needs C×H×W images"
+            elif model_spec.has_batchnorm and any(
+                methods.get(m).schedule_free for m in study.methods
+            ):
+                need = (
+                    "it has BatchNorm, and schedule-free methods would need its statistics "
+                    "recomputed at the averaged weights (not done yet): drop sf-sgd/sf-adamw "
+                    "for it"
+                )
             if need is not None:
                 raise StudyError(
                     f"model {model} does not fit {dataset} ({'×'.join(map(str, shape))} "
@@ -316,8 +324,8 @@ def _preset_files() -> dict[str, Any]:
 
 
 #: Presets listed first, in the paper's order of datasets; any other file follows by name.
-_PRESET_ORDER = ("quick", "paper-mnist", "paper-fashion-mnist", "paper-svhn", "paper-cifar10",
-                 "paper-cifar100")  # fmt: skip
+_PRESET_ORDER = ("quick", "modern-quick", "paper-mnist", "paper-fashion-mnist", "paper-svhn",
+                 "paper-cifar10", "paper-cifar100")  # fmt: skip
 
 
 def preset_names() -> list[str]:
@@ -449,7 +457,12 @@ def check_batched(study: Study, batched: str, executor: str = "local") -> None:
     configs = study.configs()
     for dataset in study.datasets:
         for model in study.models:
-            row = [c for c in configs if c.dataset == dataset and c.model == model]
+            # Methods without a batched update (schedule-free) train alone in any mode.
+            row = [
+                c for c in configs if c.dataset == dataset and c.model == model and _groupable(c)
+            ]
+            if not row:
+                continue
             try:
                 check_batchable(row)
             except ConfigError as exc:
@@ -597,11 +610,18 @@ class _Driver:
                 runs = [RunConfig.from_dict(p.config) for p in pending]
             except (TypeError, ValueError):  # a bad stored config: alone, it fails as a run
                 runs = []
-            size = group_size(runs, self.batched, self.device) if len(runs) > 1 else 1
-            if size == 1 and len(runs) > 1:
-                self._say_why_alone(runs[0])
+            # Runs whose optimizer has no batched update (schedule-free) train alone; the
+            # others of the candidates can still form a group.
+            chosen = [i for i, run in enumerate(runs) if _groupable(run)]
+            if runs and chosen and chosen[0] != 0:
+                chosen = []
+            group = [runs[i] for i in chosen]
+            size = group_size(group, self.batched, self.device) if len(group) > 1 else 1
+            if size == 1 and len(group) > 1:
+                self._say_why_alone(group[0])
+            ids = [pending[i].run_id for i in chosen[:size]] if size > 1 else [pending[0].run_id]
             # Runs another process claimed meanwhile are left out; none left: ask again.
-            claims = self.store.claim_runs(self.study_id, [p.run_id for p in pending[:size]])
+            claims = self.store.claim_runs(self.study_id, ids)
         # Train where this command says, whatever device the study was started with.
         claims = [replace(c, config={**c.config, "device": self.device}) for c in claims]
         for claim in claims:
@@ -721,6 +741,17 @@ class _Driver:
             for c in self.in_flight.values()
         ]
         self.bar.set_postfix_str("; ".join(running[:3]) + (" ..." if len(running) > 3 else ""))
+
+
+def _groupable(run: RunConfig) -> bool:
+    """Whether the run's optimizer has a batched update (schedule-free ones do not)."""
+    from annealbench.training.batched import method_rule
+
+    try:
+        method_rule(run)
+    except (ConfigError, ValueError):
+        return False
+    return True
 
 
 def _describe(claim: Claim) -> str:

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from annealbench.errors import ConfigError
 from annealbench.training.config import RunConfig
 
 __all__ = ["EVAL_BATCH", "SingleStepper"]
@@ -25,13 +26,28 @@ class SingleStepper:
         self.config = config
         self.model = model
         self.device = device
+        method = config.method_spec()
+        # Schedule-free optimizers keep a train point (where gradients are taken) and an eval
+        # point (the average that is evaluated and saved); BatchNorm's running statistics
+        # would belong to the train point, so they are refused rather than silently wrong.
+        self.schedule_free = method.schedule_free
+        if self.schedule_free and any(
+            isinstance(m, torch.nn.modules.batchnorm.BatchNorm1d | torch.nn.BatchNorm2d
+                       | torch.nn.BatchNorm3d | torch.nn.SyncBatchNorm)
+            for m in model.modules()
+        ):  # fmt: skip
+            raise ConfigError(
+                f"{config.method} is schedule-free, and {config.model} has BatchNorm, whose "
+                "statistics would have to be recomputed at the averaged weights before every "
+                "evaluation; annealbench does not do that yet: use a model without BatchNorm"
+            )
         params = list(model.parameters())
         if config.weight_decay_on == "weights":  # biases and other 1-D parameters undecayed
-            self.optimizer = config.method_spec().make_optimizer(
+            self.optimizer = method.make_optimizer(
                 [p for p in params if p.dim() > 1], undecayed=[p for p in params if p.dim() <= 1]
             )
         else:
-            self.optimizer = config.method_spec().make_optimizer(params)
+            self.optimizer = method.make_optimizer(params)
         self.forward: Any = torch.compile(model) if config.compile else model
         self.rates: list[float] = []
 
@@ -47,6 +63,8 @@ class SingleStepper:
         """This epoch's rate of every update, one list per active run."""
         (self.rates,) = rates
         self.model.train()
+        if self.schedule_free:
+            self.optimizer.train()  # parameters to the train point
 
     def step(self, index: int, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Update ``index`` of the epoch on batch ``x[0], y[0]``: (loss (1,), logits (1, b, C))."""
@@ -67,6 +85,8 @@ class SingleStepper:
     ) -> list[tuple[float, float]]:
         """Mean loss and accuracy (%) on ``x_all, y_all``."""
         self.model.eval()
+        if self.schedule_free:
+            self.optimizer.eval()  # parameters to the averaged point (until the next epoch)
         n = x_all.shape[0]
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
@@ -83,6 +103,8 @@ class SingleStepper:
         """Nothing to take apart: a single run stops with the loop."""
 
     def state(self, row: int) -> dict[str, Any]:
+        if self.schedule_free:  # saved at the eval point, as schedulefree asks
+            self.optimizer.eval()
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
 
     def load(self, row: int, state: dict[str, Any]) -> None:
