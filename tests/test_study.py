@@ -578,7 +578,8 @@ def test_presets_command_lists_every_preset_with_its_size() -> None:
     assert result.exit_code == 0, result.output
     rows = {line.split()[0]: line.split()[1:3] for line in result.output.splitlines()[1:-1]
             if line.strip() and not line.startswith(" ")}  # fmt: skip
-    assert rows == {"quick": ["48", "6"], "modern-quick": ["27", "6"], "paper-mnist": ["480", "100"],
+    assert rows == {"quick": ["48", "6"], "modern-quick": ["27", "6"],
+                    "paper-mnist": ["480", "100"],
                     "paper-fashion-mnist": ["480", "100"], "paper-svhn": ["600", "100"],
                     "paper-cifar10": ["600", "100"], "paper-cifar100": ["600", "100"]}  # fmt: skip
 
