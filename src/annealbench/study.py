@@ -57,6 +57,10 @@ class Study:
     description: str = ""
     #: The study file it was read from: {"path": ..., "text": ...} (kept in its settings).
     source: Mapping[str, str] | None = None
+    #: Each method's own peak rate: its curve times each scale, searched on the validation
+    #: split with ``tune_trials`` tuning seeds before the final trials (annealbench.tuning).
+    tune_scales: tuple[float, ...] = ()
+    tune_trials: int = 1
 
     def __post_init__(self) -> None:
         # File paths are made absolute here, so workers in other folders find the data.
@@ -69,7 +73,9 @@ class Study:
 
     @property
     def n_runs(self) -> int:
-        return len(self.datasets) * len(self.models) * len(self.methods) * self.trials
+        """Every run: the final trials, and the tuning search's runs of a tuned study."""
+        cells = len(self.datasets) * len(self.models) * len(self.methods)
+        return cells * (self.trials + len(self.tune_scales) * self.tune_trials)
 
     def validate(self) -> None:
         """Raise StudyError unless every run of the study can train: checked before anything
@@ -80,8 +86,11 @@ class Study:
         dataset's image size) and every method (its optimizer built on a probe tensor, its
         schedule built).
         """
+        from annealbench import tuning
+
         _check_name(self.name)
         _check_grid(self)
+        tuning.check(self)
         _check_options(self)
         _check_methods(self)
         _check_fit(self)
@@ -97,7 +106,12 @@ class Study:
         )
 
     def configs(self) -> list[Any]:
-        """Every run, seed-major so a partial study already holds whole paired trials."""
+        """Every run, seed-major so a partial study already holds whole paired trials; for a
+        tuned study, the search's runs (its final runs follow from the search's results)."""
+        if self.tune_scales:
+            from annealbench import tuning
+
+            return tuning.search_configs(self)
         return [
             RunConfig(dataset=d, model=m, method=meth, seed=seed, **self.options)
             for seed in range(self.trials)
@@ -123,7 +137,10 @@ class Study:
             "trials": self.trials,
             "run": run,
         }
-        first_seed = [c for c in self.configs() if c.seed == 0]
+        if self.tune_scales:
+            settings["tune"] = {"scales": list(self.tune_scales), "trials": self.tune_trials}
+        configs = self.configs()
+        first_seed = [c for c in configs if c.seed == configs[0].seed]
         for key, of, field_name in (
             ("custom_methods", "method", "custom_method"),
             ("custom_datasets", "dataset", "custom_dataset"),
@@ -794,7 +811,8 @@ def grow_study(store: Store, study: Study) -> tuple[int, Study]:
     grown = replace(study, datasets=tuple(stored["datasets"]), models=tuple(stored["models"]),
                     methods=methods, trials=int(stored["trials"]))  # fmt: skip
     extra = grown.n_runs - study.n_runs
-    if added < grown.n_runs and (added or extra):  # an existing study grew, or holds more
+    searched = len(grown.configs()) if grown.tune_scales else grown.n_runs  # finals come later
+    if added < searched and (added or extra):  # an existing study grew, or holds more
         more = (
             f"; {extra} more than this command names, kept: every unfinished run of the "
             "study trains"
@@ -839,6 +857,13 @@ def _union_configs(study: Study, stored: Mapping[str, Any]) -> list[RunConfig]:
     carries its stored definition."""
     custom = stored.get("custom_methods") or {}
     datasets = stored.get("custom_datasets") or {}
+    if study.tune_scales:  # the stored grid's search; its final runs follow its results
+        from annealbench import tuning
+
+        grown = replace(study, datasets=tuple(stored["datasets"]),
+                        models=tuple(stored["models"]), methods=tuple(stored["methods"]),
+                        trials=int(stored["trials"]))  # fmt: skip
+        return tuning.search_configs(grown)
     try:
         return [
             RunConfig(
@@ -863,7 +888,7 @@ def _union_configs(study: Study, stored: Mapping[str, Any]) -> list[RunConfig]:
 
 
 def _counts(store: Store, study: str) -> dict[str, int]:
-    runs = store.runs_frame(study)
+    runs = store.runs_frame(study, tuning=True)
     return {k: int(v) for k, v in runs["status"].value_counts().items()}
 
 
@@ -894,7 +919,6 @@ def run_study(
     one run per task. Everything is checked first (:func:`preflight`): a study that cannot
     run stores nothing.
     """
-    from annealbench import executors
 
     preflight(study, store_path, executor=executor, workers=workers, threads=threads,
               data_root=data_root, checkpoint_dir=checkpoint_dir, address=address,
@@ -903,40 +927,29 @@ def run_study(
     ckpt: str | Path = checkpoint_dir or default_checkpoint_dir(store_path)
     if not is_uri(ckpt):
         ckpt = Path(ckpt)
+    how = dict(executor=executor, workers=workers, threads=threads, data_root=data_root,
+               address=address, cpus_per_run=cpus_per_run, gpu_fraction=gpu_fraction,
+               max_retries=max_retries, progress=progress)  # fmt: skip
     with Store(store_path) as store:
         study_id, study = grow_study(store, study)  # the study as stored: maybe a larger grid
         if retry_failed:
             store.retry_failed(study_id)
-        counts = _counts(store, study.name)
-        finished = sum(counts.get(s, 0) for s in ("done", "diverged", "failed"))
         made = isinstance(ckpt, Path) and not ckpt.exists()  # the first checkpoint makes it
-        device = study.template().device
-        driver = _Driver(
-            store, study_id, study.n_runs, finished, ckpt, max_retries, progress, device,
-            batched if executor == "local" else "off",
-        )  # fmt: skip
-        chosen = executors.make(
-            executor, workers=workers, threads=threads, data_root=data_root, address=address,
-            cpus_per_run=cpus_per_run, gpu_fraction=gpu_fraction, max_retries=max_retries,
-            progress=progress, device=device,
-        )  # fmt: skip
-        interrupted = False
-        try:
-            chosen.run_all(driver)
-        except KeyboardInterrupt:
-            interrupted = True
-        finally:
-            # Whatever stopped us (Ctrl-C, a full disk): stop the workers first, so none
-            # writes a checkpoint after its run is released, then give the runs back.
-            chosen.stop()
-            released = driver.release_all()
-            driver.close()
-        if interrupted:
-            print(
-                f"\ninterrupted: {len(released)} run(s) in flight put back to pending, "
-                "their last epoch checkpoints kept.",
-                file=sys.stderr,
-            )
+        if study.tune_scales:
+            from annealbench import tuning
+
+            print(tuning.budget_line(study))
+        driver, interrupted = _train_pending(store, study, study_id, ckpt, batched, how)
+        if study.tune_scales and not interrupted and driver.fatal is None:
+            chosen, added = tuning.add_final_runs(store, study, study_id)
+            if chosen:
+                print(
+                    tuning.choice_line(chosen) + (f" ({added} final runs added)" if added else "")
+                )
+            if added or _counts(store, study.name).get("pending"):
+                searched = driver
+                driver, interrupted = _train_pending(store, study, study_id, ckpt, batched, how)
+                driver.failures[:0] = searched.failures
         final = _counts(store, study.name)
         if made and not (final.get("running") or final.get("pending")):
             with contextlib.suppress(OSError):  # not empty (another study's), or gone
@@ -944,6 +957,43 @@ def run_study(
         return StudyOutcome(
             study.name, study.n_runs, final, interrupted, driver.failures, driver.fatal
         )
+
+
+def _train_pending(
+    store: Store, study: Study, study_id: int, ckpt: str | Path, batched: str,
+    how: Mapping[str, Any],
+) -> tuple[_Driver, bool]:  # fmt: skip
+    """Train every pending run of the study now in the store (the driver, and whether it
+    was interrupted); Ctrl-C puts the runs in flight back."""
+    from annealbench import executors
+
+    counts = _counts(store, study.name)
+    finished = sum(counts.get(s, 0) for s in ("done", "diverged", "failed"))
+    device = study.template().device
+    driver = _Driver(
+        store, study_id, study.n_runs, finished, ckpt, how["max_retries"], how["progress"],
+        device, batched if how["executor"] == "local" else "off",
+    )  # fmt: skip
+    chosen = executors.make(how["executor"], device=device,
+                            **{k: v for k, v in how.items() if k != "executor"})  # fmt: skip
+    interrupted = False
+    try:
+        chosen.run_all(driver)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        # Whatever stopped us (Ctrl-C, a full disk): stop the workers first, so none
+        # writes a checkpoint after its run is released, then give the runs back.
+        chosen.stop()
+        released = driver.release_all()
+        driver.close()
+    if interrupted:
+        print(
+            f"\ninterrupted: {len(released)} run(s) in flight put back to pending, "
+            "their last epoch checkpoints kept.",
+            file=sys.stderr,
+        )
+    return driver, interrupted
 
 
 def resume_hint(argv: Sequence[str] | None = None) -> str:

@@ -8,6 +8,7 @@ The shipped presets are study files too (``annealbench/presets/*.toml``). A file
     models = ["nn2", "mynets:build"]
     methods = ["sig+", "cosine", "adam"]   # or [methods.NAME] tables, below
     trials = 2                     # seeds 0..trials-1, paired across methods
+    tune_scales = [0.5, 1, 2]      # optional: each method at its own peak rate (tuning.py)
 
     [run]                          # options every run shares (RunConfig fields)
     epochs = 3
@@ -41,7 +42,7 @@ __all__ = ["KEYS", "load", "parse"]
 
 #: The top-level keys a study file may hold ([cost] and measured: the presets' listing).
 KEYS = ("name", "description", "datasets", "models", "methods", "trials", "run", "cost",
-        "measured")  # fmt: skip
+        "measured", "tune_scales", "tune_trials")  # fmt: skip
 
 
 def load(path: str | Path, **overrides: Any) -> Study:
@@ -93,6 +94,11 @@ def parse(
     }
     options = dict(run)
     name = overrides.pop("name", None) or table.get("name", default_name)
+    tune = {
+        key: overrides.pop(key, None) or table.get(key, default)
+        for key, default in (("tune_scales", ()), ("tune_trials", 1))
+    }
+    tune["tune_scales"] = tuple(tune["tune_scales"])
     for key, value in overrides.items():
         if value is None:
             continue
@@ -101,7 +107,7 @@ def parse(
         else:
             options[key] = value
     return Study(name=name, options=options, description=table.get("description", ""),
-                 source=source, **grid)  # fmt: skip
+                 source=source, **tune, **grid)  # fmt: skip
 
 
 def _names(value: Any, key: str, where: str) -> tuple[str, ...]:

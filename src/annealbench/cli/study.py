@@ -91,6 +91,16 @@ def run_command(  # long: one typer option per line, the command's whole interfa
         "--weight-decay-on",
         help="all parameters (default) or weights (not biases): a reading of the paper.",
     ),
+    tune_scales: str | None = typer.Option(
+        None,
+        "--tune-scales",
+        help="Give each method its own peak rate: its whole rate curve times each of these "
+        "factors (e.g. 0.25,0.5,1,2,4) is trained on the validation split (needs "
+        "--validation), then the final trials use each method's best.",
+    ),
+    tune_trials: int | None = typer.Option(
+        None, "--tune-trials", help="Tuning seeds per (method, scale) (default: 1)."
+    ),
     store: Path = typer.Option(DEFAULT_STORE, "--store", help="SQLite results file."),
     study: str | None = typer.Option(
         None, "--study", help="Study name in the store (default: the preset's name, or 'default')."
@@ -138,7 +148,8 @@ def run_command(  # long: one typer option per line, the command's whole interfa
     earlier run left unfinished."""
     grid = {"preset": preset, "study": study, "datasets": datasets, "models": models,
             "methods": methods, "trials": trials, "methods_file": methods_file,
-            "study_file": study_file}  # fmt: skip
+            "study_file": study_file, "tune_scales": _scales(tune_scales),
+            "tune_trials": tune_trials}  # fmt: skip
     options = {"epochs": epochs, "batch_size": batch_size, "subset": subset,
                "step_per": step_per, "device": device,
                "validation": _validation(validation), "input_scaling": input_scaling,
@@ -168,6 +179,16 @@ def _validation(value: str | None) -> int | float | None:
         ) from None
 
 
+def _scales(value: str | None) -> tuple[float, ...] | None:
+    """``--tune-scales 0.5,1,2`` as numbers (checked with the study)."""
+    if value is None:
+        return None
+    try:
+        return tuple(float(part) for part in _split(value) or ())
+    except ValueError:
+        raise fail(f"--tune-scales must be numbers separated by commas, got {value!r}") from None
+
+
 def _study_from_options(
     preset: str | None,
     study: str | None,
@@ -178,6 +199,8 @@ def _study_from_options(
     methods_file: Path | None,
     study_file: Path | None,
     options: dict[str, Any],
+    tune_scales: tuple[float, ...] | None = None,
+    tune_trials: int | None = None,
 ) -> Study:
     """The Study that ``annealbench run``'s options ask for (a study file or a preset,
     overridden, or a grid); loads ``methods_file`` first. A bad value raises ValueError."""
@@ -191,7 +214,8 @@ def _study_from_options(
         raise fail(f"give a study file ({study_file}) or --preset {preset}, not both")
     if preset is not None or study_file is not None:
         overrides = {"datasets": _split(datasets), "models": _split(models),
-                     "methods": _split(methods), "trials": trials, **options}  # fmt: skip
+                     "methods": _split(methods), "trials": trials, "tune_scales": tune_scales,
+                     "tune_trials": tune_trials, **options}  # fmt: skip
         if study_file is not None:
             grid = study_files.load(study_file, **overrides)
         else:
@@ -214,6 +238,8 @@ def _study_from_options(
             "epochs": DEFAULT_EPOCHS,
             **{k: v for k, v in options.items() if v is not None},
         },
+        tune_scales=tune_scales or (),
+        tune_trials=1 if tune_trials is None else tune_trials,
     )
 
 
@@ -248,8 +274,15 @@ def _run_study_from_options(
 
 def _grid_line(study: Study) -> str:
     """``12 runs (1 dataset x 1 model x 12 methods x 1 trial)``."""
+    tuning = ""
+    if study.tune_scales:
+        tuning = f" + {plural(len(study.tune_scales), 'scale')} x {study.tune_trials} tuning seed"
     return (
         f"{plural(study.n_runs, 'run')} ({plural(len(study.datasets), 'dataset')} x "
+        f"{plural(len(study.models), 'model')} x {plural(len(study.methods), 'method')} x "
+        f"({plural(study.trials, 'trial')}{tuning}))"
+        if tuning
+        else f"{plural(study.n_runs, 'run')} ({plural(len(study.datasets), 'dataset')} x "
         f"{plural(len(study.models), 'model')} x {plural(len(study.methods), 'method')} x "
         f"{plural(study.trials, 'trial')})"
     )
@@ -325,6 +358,16 @@ def _print_outcome(outcome: StudyOutcome, store: Path) -> None:
 
 @app.command("status")
 def status_command(
+    tune_scales: str | None = typer.Option(
+        None,
+        "--tune-scales",
+        help="Give each method its own peak rate: its whole rate curve times each of these "
+        "factors (e.g. 0.25,0.5,1,2,4) is trained on the validation split (needs "
+        "--validation), then the final trials use each method's best.",
+    ),
+    tune_trials: int | None = typer.Option(
+        None, "--tune-trials", help="Tuning seeds per (method, scale) (default: 1)."
+    ),
     store: Path = typer.Option(DEFAULT_STORE, "--store", help="SQLite results file."),
     study: str | None = typer.Option(None, "--study", help="Only this study."),
     as_json: bool = typer.Option(
@@ -424,6 +467,16 @@ def presets_command() -> None:
 
 @app.command("export")
 def export_command(
+    tune_scales: str | None = typer.Option(
+        None,
+        "--tune-scales",
+        help="Give each method its own peak rate: its whole rate curve times each of these "
+        "factors (e.g. 0.25,0.5,1,2,4) is trained on the validation split (needs "
+        "--validation), then the final trials use each method's best.",
+    ),
+    tune_trials: int | None = typer.Option(
+        None, "--tune-trials", help="Tuning seeds per (method, scale) (default: 1)."
+    ),
     store: Path = typer.Option(DEFAULT_STORE, "--store", help="SQLite results file."),
     out: Path = typer.Option(Path("export"), "--out", help="Folder for runs.* and epochs.*"),
     format: str = typer.Option("csv", "--format", help="csv or parquet"),

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from annealbench.errors import StoreError
 from annealbench.store.queue import DEFAULT_LEASE_S, stale_runs
 from annealbench.store.schema import EPOCH_FIELDS, STATUSES, StoreFile
+from annealbench.training.config import TUNING_SEED
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -48,10 +49,13 @@ class StoreReaders(StoreFile):
             return stale_runs(self._conn, "1", (), lease_s)
         return stale_runs(self._conn, "name = ?", (study,), lease_s)
 
-    def _frame(self, sql: str, study: str | None) -> pd.DataFrame:
+    def _frame(self, sql: str, study: str | None, tuning: bool = True) -> pd.DataFrame:
         import pandas as pd  # here, so workers that only train never import it
 
-        where = "" if study is None else "WHERE s.name = ?"
+        conditions = [] if study is None else ["s.name = ?"]
+        if not tuning:  # a tuned study's search runs are not among its results
+            conditions.append(f"r.seed < {TUNING_SEED}")
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         params = () if study is None else (study,)
         # A version 1 store read without upgrading it has no crash counts.
         crashes = "r.crashes" if "crashes" in self._run_columns else "0 AS crashes"
@@ -70,11 +74,12 @@ class StoreReaders(StoreFile):
         except (sqlite3.Error, pd.errors.DatabaseError) as exc:
             raise StoreError(f"cannot read results store {self.path}: {exc}") from exc
 
-    def runs_frame(self, study: str | None = None) -> pd.DataFrame:
+    def runs_frame(self, study: str | None = None, tuning: bool = False) -> pd.DataFrame:
         """One row per run: run_id, study, dataset, model, method, seed, epochs, status, error,
-        plus run_key, batch_size, subset, step_per, attempts (claims, resumes included),
-        crashes (worker deaths, what --max-retries limits), epochs_done, config, environment
-        and timestamps."""
+        plus run_key, batch_size, subset, step_per, lr_scale, attempts (claims, resumes
+        included), crashes (worker deaths, what --max-retries limits), epochs_done, config,
+        environment and timestamps. A tuned study's search runs (seeds from
+        :data:`~annealbench.training.config.TUNING_SEED`) only with ``tuning=True``."""
         return self._frame(
             """
             SELECT r.run_id, s.name AS study, r.dataset, r.model, r.method, r.seed, r.epochs,
@@ -82,6 +87,7 @@ class StoreReaders(StoreFile):
                    json_extract(r.config, '$.batch_size') AS batch_size,
                    json_extract(r.config, '$.subset') AS subset,
                    json_extract(r.config, '$.step_per') AS step_per,
+                   coalesce(json_extract(r.config, '$.lr_scale'), 1.0) AS lr_scale,
                    r.attempts, {crashes},
                    (SELECT count(*) FROM epoch e WHERE e.run_id = r.run_id) AS epochs_done,
                    r.config, r.environment, r.created_at, r.started_at, r.finished_at
@@ -89,9 +95,10 @@ class StoreReaders(StoreFile):
             ORDER BY r.run_id
             """,
             study,
+            tuning,
         )
 
-    def epochs_frame(self, study: str | None = None) -> pd.DataFrame:
+    def epochs_frame(self, study: str | None = None, tuning: bool = False) -> pd.DataFrame:
         """One row per stored epoch: run_id, study, dataset, model, method, seed, epoch, lr,
         train_loss, train_acc, test_loss, test_acc, wall_time, val_loss, val_acc (NaN
         without a validation split) and the run's status.
@@ -105,6 +112,7 @@ class StoreReaders(StoreFile):
             ORDER BY e.run_id, e.epoch
             """,
             study,
+            tuning,
         )
         for name in EPOCH_FIELDS:
             frame[name] = frame[name].astype("float64")
@@ -115,7 +123,8 @@ class StoreReaders(StoreFile):
         remaining (pending or running)."""
         import pandas as pd
 
-        runs = self.runs_frame(study)
+        runs = self.runs_frame(study, tuning=True)
+        runs["study"] = runs["study"].where(runs["seed"] < TUNING_SEED, runs["study"] + " (tuning)")
         columns = ["study", "dataset", "model"]
         numbers = ["total", "done", "running", "diverged", "failed", "remaining"]
         if runs.empty:

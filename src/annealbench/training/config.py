@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -26,6 +27,9 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_EPOCHS",
     "INPUT_SCALINGS",
+    "SCORE_FRACTION",
+    "last_epochs",
+    "TUNING_SEED",
     "WEIGHT_DECAY_ON",
     "NOT_IN_IDENTITY",
     "EpochRecord",
@@ -48,12 +52,28 @@ ADDED_LATER = {
     "custom_dataset": None,
     "input_scaling": "standard",
     "weight_decay_on": "all",
+    "lr_scale": 1.0,
 }
+#: Seeds from here on are tuning runs (a tuned study's search for each method's peak rate):
+#: disjoint from the final trials' seeds 0..trials-1, and left out of its results.
+TUNING_SEED = 100_000
 #: Readings of what the paper leaves unstated (docs/fidelity.md): run options.
 INPUT_SCALINGS = ("standard", "unit")
 WEIGHT_DECAY_ON = ("all", "weights")
 #: EpochRecord fields that older checkpoints lack (None: the run has no validation split).
 OPTIONAL_RECORD_FIELDS = frozenset({"val_loss", "val_acc"})
+
+
+#: A run's score averages its last 10% of epochs (the paper's "last 10%" statistic).
+SCORE_FRACTION = 0.1
+
+
+def last_epochs(n_epochs: int, fraction: float = SCORE_FRACTION) -> int:
+    """How many final epochs a score averages: floor(fraction * n), at least one."""
+    if n_epochs < 1:
+        raise ValueError(f"a run needs at least one epoch, got {n_epochs}")
+    # The small epsilon keeps 0.1 * 30 = 3.0000000000000004 and 0.1 * 70 = 7.000000000000001 exact.
+    return max(1, math.floor(n_epochs * fraction + 1e-9))
 
 
 def identity(config: RunConfig | Mapping[str, Any]) -> dict[str, Any]:
@@ -86,6 +106,9 @@ class RunConfig:
     Two readings of what the paper does not state (docs/fidelity.md): ``input_scaling``
     ``standard`` (per-channel mean/std) or ``unit`` (inputs in [0, 1]); ``weight_decay_on``
     ``all`` parameters or ``weights`` only (not biases nor other 1-D parameters).
+
+    ``lr_scale`` multiplies the method's whole rate curve (every schedule value, or the
+    constant rate of RMSprop/Adam): how a tuned study gives each method its own peak rate.
     """
 
     dataset: str
@@ -105,6 +128,7 @@ class RunConfig:
     custom_dataset: dict[str, Any] | None = None
     input_scaling: str = "standard"
     weight_decay_on: str = "all"
+    lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.custom_method is None and not methods_mod.is_builtin(self.method):
@@ -155,6 +179,9 @@ class RunConfig:
                 problems.append(
                     f"{name} must be one of {', '.join(valid)}, got {getattr(self, name)!r}"
                 )
+        scale = self.lr_scale
+        if isinstance(scale, bool) or not isinstance(scale, int | float) or not 0 < scale < 1e6:
+            problems.append(f"lr_scale must be a positive number, got {scale!r}")
         if self.validation is not None and dataset is not None:
             from annealbench import data as data_mod
 

@@ -69,19 +69,22 @@ class RatePlan:
     schedule: Schedule
     total_units: int
     updates_per_unit: int
+    scale: float = 1.0  # the run's lr_scale: the whole curve multiplied
 
     @classmethod
     def for_run(cls, config: RunConfig, updates_per_epoch: int) -> RatePlan:
         deep = models_mod.spec(config.model).deep
         schedule = config.method_spec().schedule_for(config.model, deep)
+        scale = float(config.lr_scale)
         if config.step_per == "iteration":
-            return cls(schedule, config.epochs * updates_per_epoch, 1)
-        return cls(schedule, config.epochs, updates_per_epoch)
+            return cls(schedule, config.epochs * updates_per_epoch, 1, scale)
+        return cls(schedule, config.epochs, updates_per_epoch, scale)
 
     def rate(self, updates: int) -> float:
         """The rate of the update that follows ``updates`` earlier ones."""
         unit = min(max(updates, 0) // self.updates_per_unit, self.total_units)
-        return float(self.schedule(unit / self.total_units))
+        rate = float(self.schedule(unit / self.total_units))
+        return rate if self.scale == 1.0 else rate * self.scale
 
     def rates(self, updates: int, count: int) -> list[float]:
         """The rates of the next ``count`` updates."""

@@ -1,0 +1,118 @@
+"""Each method at its own peak rate (issue 13): a tuned study searches every method's
+scale on the validation split with tuning seeds, then trains the final trials at each
+method's best, both stages in the store, resumable after a kill."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from annealbench import tuning
+from annealbench.errors import StudyError
+from annealbench.store import Store
+from annealbench.study import Study, run_study
+from annealbench.training import RunConfig
+from annealbench.training.config import TUNING_SEED, last_epochs
+from annealbench.training.parts import RatePlan
+
+OPTIONS = {"epochs": 2, "subset": 1024, "validation": 256, "device": "cpu"}
+GRID = Study("tuned", ("fashion-mnist",), ("nn2",), ("sig+", "adam"), 2, OPTIONS,
+             tune_scales=(0.1, 1.0, 10.0))  # fmt: skip
+
+
+def test_lr_scale_multiplies_the_whole_curve() -> None:
+    base = RatePlan.for_run(RunConfig("fashion-mnist", "nn2", "sig+", epochs=2), 10)
+    twice = RatePlan.for_run(RunConfig("fashion-mnist", "nn2", "sig+", epochs=2, lr_scale=2.0), 10)
+    assert [2 * r for r in base.rates(0, 20)] == twice.rates(0, 20)
+    adam = RatePlan.for_run(RunConfig("fashion-mnist", "nn2", "adam", epochs=1, lr_scale=0.5), 5)
+    assert adam.rate(3) == pytest.approx(5e-4)
+    plain = RunConfig("fashion-mnist", "nn2", "sig+")
+    assert "lr_scale" not in plain.identity()  # old stores keep their keys
+
+
+def test_a_tuned_study_searches_then_trains_each_method_at_its_best(tmp_path: Path) -> None:
+    store = tmp_path / "s.sqlite"
+    outcome = run_study(GRID, store, progress=False, batched="off")
+    assert outcome.counts == {"done": 2 * 3 + 2 * 2}
+    with Store(store, readonly=True) as s:
+        search_runs, search_epochs = s.runs_frame(tuning=True), s.epochs_frame(tuning=True)
+        final = s.runs_frame()
+        settings = s.study_settings("tuned")
+    assert settings["tune"] == {"scales": [0.1, 1.0, 10.0], "trials": 1}
+    searched = search_runs.loc[search_runs["seed"] >= TUNING_SEED]
+    assert len(searched) == 6 and set(searched["lr_scale"]) == {0.1, 1.0, 10.0}
+    assert (final["seed"] < TUNING_SEED).all() and len(final) == 4
+    # The choice, computed here by hand: the best mean validation accuracy over the last
+    # 10% of epochs (the last epoch of 2), ties to the scale nearest 1.
+    for method, runs in searched.groupby("method"):
+        score = {}
+        for run in runs.itertuples():
+            curve = search_epochs.loc[search_epochs["run_id"] == run.run_id, "val_acc"]
+            score[run.lr_scale] = curve.iloc[-last_epochs(len(curve)) :].mean()
+        best = max(score, key=lambda s: (score[s], -abs(math.log(s))))
+        assert set(final.loc[final["method"] == method, "lr_scale"]) == {best}
+    again = run_study(GRID, store, progress=False, batched="off")  # nothing left to train
+    assert again.counts == outcome.counts
+
+
+def test_a_tuned_study_killed_in_its_search_resumes_to_the_same_results(tmp_path: Path) -> None:
+    reference = tmp_path / "reference.sqlite"
+    run_study(GRID, reference, progress=False, batched="off")
+    store = tmp_path / "killed.sqlite"
+    script = (
+        "from annealbench.study import Study, run_study\n"
+        f"grid = Study('tuned', ('fashion-mnist',), ('nn2',), ('sig+', 'adam'), 2, {OPTIONS!r},"
+        " tune_scales=(0.1, 1.0, 10.0))\n"
+        f"run_study(grid, {str(store)!r}, progress=False, batched='off')\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], start_new_session=True,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if store.exists():
+            with Store(store, readonly=True) as s:
+                if (s.runs_frame(tuning=True)["status"] == "done").sum() >= 2:
+                    break
+        time.sleep(0.2)
+    os.killpg(child.pid, signal.SIGKILL)
+    child.wait()
+    outcome = run_study(GRID, store, progress=False, batched="off")
+    assert outcome.counts == {"done": 10}
+    metrics = ["method", "seed", "lr_scale", "epoch", "val_acc", "test_acc", "train_loss"]
+
+    def numbers(path: Path) -> pd.DataFrame:
+        with Store(path, readonly=True) as s:
+            runs, epochs = s.runs_frame(tuning=True), s.epochs_frame(tuning=True)
+        merged = epochs.merge(runs[["run_id", "lr_scale"]], on="run_id")
+        return merged[metrics].sort_values(metrics[:4]).reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(numbers(store), numbers(reference))
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [({"options": {"epochs": 2}}, "never on the test set: give --validation"),
+     ({"tune_scales": (1.0, 1.0)}, "lists a scale twice"),
+     ({"tune_scales": (0.0, 1.0)}, "must be positive numbers"),
+     ({"tune_trials": 0}, "--tune-trials must be a whole number >= 1")],
+)  # fmt: skip
+def test_a_bad_tuning_grid_is_refused(change: dict, message: str) -> None:
+    import dataclasses
+
+    with pytest.raises(StudyError, match=message):
+        dataclasses.replace(GRID, **change).validate()
+
+
+def test_the_budget_is_the_same_for_every_method() -> None:
+    line = tuning.budget_line(GRID)
+    assert "3 runs per method and cell (3 scales 0.1, 1, 10 x 1 tuning seed(s)) x 2 epochs" in line
+    per_method = pd.Series([c.method for c in GRID.configs()]).value_counts()
+    assert set(per_method) == {3}
