@@ -104,7 +104,8 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_presets_reproduce_the_papers_grids() -> None:
     assert set(preset_names()) == {"quick", "paper-mnist", "paper-fashion-mnist", "paper-svhn",
-                                   "paper-cifar10", "paper-cifar100", "modern-quick"}  # fmt: skip
+                                   "paper-cifar10", "paper-cifar100", "modern-quick",
+                                   "modern-fashion-mnist"}  # fmt: skip
     for name in preset_names():
         load_preset(name).validate()
     table2 = load_preset("paper-fashion-mnist")
@@ -578,7 +579,8 @@ def test_presets_command_lists_every_preset_with_its_size() -> None:
     assert result.exit_code == 0, result.output
     rows = {line.split()[0]: line.split()[1:3] for line in result.output.splitlines()[1:-1]
             if line.strip() and not line.startswith(" ")}  # fmt: skip
-    assert rows == {"quick": ["48", "6"], "modern-quick": ["27", "6"],
+    assert rows == {"quick": ["48", "6"], "modern-quick": ["54", "6"],
+                    "modern-fashion-mnist": ["1260", "100"],
                     "paper-mnist": ["480", "100"],
                     "paper-fashion-mnist": ["480", "100"], "paper-svhn": ["600", "100"],
                     "paper-cifar10": ["600", "100"], "paper-cifar100": ["600", "100"]}  # fmt: skip

@@ -342,7 +342,7 @@ def _preset_files() -> dict[str, Any]:
 
 #: Presets listed first, in the paper's order of datasets; any other file follows by name.
 _PRESET_ORDER = ("quick", "modern-quick", "paper-mnist", "paper-fashion-mnist", "paper-svhn",
-                 "paper-cifar10", "paper-cifar100")  # fmt: skip
+                 "paper-cifar10", "paper-cifar100", "modern-fashion-mnist")  # fmt: skip
 
 
 def preset_names() -> list[str]:
@@ -398,7 +398,8 @@ def estimate(name: str) -> dict[str, Any]:
         train_n = min(spec.train_size, study.options.get("subset") or spec.train_size)
         for model in study.models:
             per_run = epochs * forward.get(model, math.nan) * 1e6 * (3 * train_n + spec.test_size)
-            flops += per_run * len(study.methods) * study.trials
+            runs = study.trials + len(study.tune_scales) * study.tune_trials  # + the search
+            flops += per_run * len(study.methods) * runs
     return {
         "name": name,
         "description": study.description,
