@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from annealbench.errors import ReportError
-from annealbench.report import figures, stats, tables
+from annealbench.report import distance, figures, stats, tables
 from annealbench.report.html import Page
 from annealbench.report.paper import (
     CITATION,
@@ -132,6 +132,9 @@ class Analysis:
     missing: pd.DataFrame
     verdicts: pd.DataFrame = field(default_factory=pd.DataFrame)
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: :func:`stats.distance_to_paper`'s two frames (with ``run_options`` when studies differ).
+    distance: pd.DataFrame = field(default_factory=pd.DataFrame)
+    orderings: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def done_epochs(self) -> pd.DataFrame:
@@ -171,6 +174,8 @@ def analyze(
     summary = stats.summarize(runs, scores)
     summary["holdout"] = _holdouts(summary, runs, dict(settings or {}))
     tests = stats.paired_tests(summary, scores)
+    settings = dict(settings or {})
+    gap, orderings = stats.distance_to_paper(summary, tests, study_protocols(summary, settings))
     return Analysis(
         runs=runs,
         epochs=stats.sort_cells(epochs).reset_index(drop=True) if len(epochs) else epochs,
@@ -181,7 +186,9 @@ def analyze(
         friedman=stats.friedman(summary),
         missing=stats.missing_runs(summary),
         verdicts=stats.verdicts(summary, tests),
-        settings=dict(settings or {}),
+        settings=settings,
+        distance=distance.with_run_options(gap, settings),
+        orderings=orderings,
     )
 
 
@@ -191,6 +198,24 @@ def study_of(settings: dict[str, dict[str, Any]], study: object) -> dict[str, An
     if isinstance(study, str) and study in settings:
         return settings[study]
     return next(iter(settings.values())) if len(settings) == 1 else {}
+
+
+def study_protocols(
+    summary: pd.DataFrame, settings: dict[str, dict[str, Any]]
+) -> dict[str, list[str]]:
+    """Per study of ``summary`` whose settings record its epochs: how its protocol differs from
+    the paper's (epochs, subset, validation split; trials aside), in words."""
+    out = {}
+    for study in _distinct(summary["study"]) if "study" in summary else []:
+        own = study_of(settings, study)
+        run = own.get("run") if isinstance(own.get("run"), dict) else {}
+        epochs, subset = run.get("epochs", own.get("epochs")), run.get("subset")
+        if epochs is None:
+            continue  # judged by its rows' epochs
+        held = stats.holdout_text(validation_setting(own))
+        subset = int(float(subset)) if subset else None
+        out[study] = protocol_differences(PAPER_TRIALS, int(float(epochs)), subset, held)
+    return out
 
 
 def validation_setting(settings: dict[str, Any]) -> object:
@@ -560,6 +585,7 @@ def _write_all(analysis: Analysis, folder: Path, source: str, schedule_epochs: i
     writer.front_matter()
     for dataset in analysis.datasets:
         writer.dataset_section(dataset)
+    distance.section(writer.page, analysis, writer.markdown, writer.latex)
     writer.ranks_section()
     writer.schedules_section(schedule_epochs)
     writer.definitions()
@@ -637,6 +663,8 @@ class _ReportWriter:
         _write_csv(folder / "ranks.csv", analysis.ranks, self.written)
         _write_csv(folder / "missing.csv", analysis.missing, self.written)
         _write_csv(folder / "best.csv", analysis.verdicts, self.written)
+        _write_csv(folder / "distance.csv", analysis.distance, self.written)
+        _write_csv(folder / "orderings.csv", analysis.orderings, self.written)
 
     def front_matter(self) -> None:
         """What was run, then which method is best and how sure that is: the first screen."""
@@ -879,7 +907,8 @@ class _ReportWriter:
         page.paragraph(
             "summary.csv (one row per cell), scores.csv (one row per finished run), epochs.csv "
             "(one row per run and epoch, every status), paired_tests.csv, ranks.csv, "
-            "missing.csv, best.csv (the best method of each row), tables.md, tables.tex, "
+            "missing.csv, best.csv (the best method of each row), distance.csv and "
+            "orderings.csv (the distance to the paper), tables.md, tables.tex, "
             "figures/*.png and *.pdf, next to this page."
         )
         self.markdown += [f"Published numbers: {CITATION}", ""]

@@ -202,17 +202,19 @@ def paper_accuracy() -> pd.DataFrame:
     return wide[["dataset", "model", "method", "paper_ave", "paper_max"]]
 
 
-def attach_paper(frame: pd.DataFrame) -> pd.DataFrame:
+def attach_paper(frame: pd.DataFrame, model_column: str = "model") -> pd.DataFrame:
     """Add ``paper_ave`` and ``paper_max`` to a frame with dataset, model, method columns.
 
     Dataset names are matched spelling-insensitively (``fashion_mnist`` = ``fashion-mnist``);
-    cells the paper did not report get NaN.
+    models by ``model_column`` (a side-by-side summary's ``base_model``: ``nn2`` of the row
+    ``nn2 (study)``); cells the paper did not report get NaN.
     """
-    paper = paper_accuracy()
+    paper = paper_accuracy().rename(columns={"model": "_model"})
     paper["_key"] = paper["dataset"].map(dataset_key)
     out = frame.copy()
     out["_key"] = out["dataset"].astype(str).map(dataset_key)
+    out["_model"] = out[model_column].astype(str)
     merged = out.merge(
-        paper.drop(columns="dataset"), on=["_key", "model", "method"], how="left", validate="m:1"
+        paper.drop(columns="dataset"), on=["_key", "_model", "method"], how="left", validate="m:1"
     )
-    return merged.drop(columns="_key")
+    return merged.drop(columns=["_key", "_model"])

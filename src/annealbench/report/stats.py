@@ -25,8 +25,10 @@ Two protocols, per row (dataset, model):
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -34,10 +36,12 @@ from scipy import stats
 
 from annealbench.report.paper import (
     PAPER_EPOCHS,
+    PAPER_TRIALS,
     attach_paper,
     order_datasets,
     order_methods,
     order_models,
+    protocol_differences,
 )
 
 SCORE_FRACTION = 0.1
@@ -259,7 +263,8 @@ def row_protocols(scores: pd.DataFrame) -> pd.Series:
 def summarize(runs: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
     """One row per cell in ``runs``: status counts, ave, max, peak, std, CI, the validation
     statistics, the row's ``protocol``, ``selection`` (the number the row's best is chosen
-    by), ``selected`` (the row's best) and the paper's numbers.
+    by), ``selected`` (the row's best), ``study`` and ``base_model`` (:func:`with_studies`)
+    and the paper's numbers (matched by ``base_model``, so side by side too).
 
     Statistics use only finished trials; a cell with none has NaN statistics.
     """
@@ -269,7 +274,7 @@ def summarize(runs: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
     summary["protocol"] = summary["protocol"].fillna(PAPER)
     validated = summary["protocol"] == VALIDATION
     summary["selection"] = summary["ave"].where(~validated, summary["val_ave"])
-    summary = attach_paper(summary)
+    summary = attach_paper(with_studies(summary, runs), model_column="base_model")
     summary["diff_ave"] = summary["ave"] - summary["paper_ave"]
     summary["diff_max"] = summary["max"] - summary["paper_max"]
     summary = sort_cells(summary).reset_index(drop=True)
@@ -277,6 +282,29 @@ def summarize(runs: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
     for _, cells in summary[summary["trials"] > 0].groupby(ROW, sort=False):
         summary.loc[best_cell(cells).name, "selected"] = True
     return summary
+
+
+def base_model(model: str, study: str) -> str:
+    """The model of a row: ``nn2`` of ``nn2 (quick)``, the side-by-side label of study
+    ``quick``'s nn2 rows; any other name as it is."""
+    suffix = f" ({study})"
+    return model[: -len(suffix)] if study and model.endswith(suffix) else model
+
+
+def with_studies(summary: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """``summary`` with ``study`` (the study of the cell's runs; empty when not recorded) and
+    ``base_model`` (:func:`base_model`: the model without a side-by-side study label)."""
+    out = summary.drop(columns=["study", "base_model"], errors="ignore")
+    if "study" in runs and not runs.empty:
+        studies = runs.groupby(CELL)["study"].first().rename("study").reset_index()
+        out = out.merge(studies, on=CELL, how="left")
+        out["study"] = out["study"].fillna("").astype(str)
+    else:
+        out["study"] = ""
+    out["base_model"] = [
+        base_model(str(m), s) for m, s in zip(out["model"], out["study"], strict=True)
+    ]
+    return out
 
 
 def selection_column(summary: pd.DataFrame) -> str:
@@ -542,3 +570,226 @@ def verdicts(summary: pd.DataFrame, tests: pd.DataFrame) -> pd.DataFrame:
             + [_spread_text(best, "val"), _spread_text(best, "test_at_best_val"), ", ".join(better)]
         )
     return pd.DataFrame(rows, columns=columns)
+
+
+# -- the distance to the paper -------------------------------------------------------------
+
+#: A cell is "within" the paper when |ours - paper's ave| is at most this many points; the paper
+#: claims "A beats B" in a row when A's ave exceeds B's by more than :data:`ORDERING_MARGIN`.
+WITHIN_POINTS = 0.5
+ORDERING_MARGIN = 0.5
+MIN_SPEARMAN_METHODS = 3
+_TOLERANCE = 1e-9  # the paper's two decimals: 0.50 is 0.5, not 0.5000000000001
+DISTANCE_COLUMNS = [
+    "study",
+    "dataset",
+    "model",
+    "cells",
+    "mad",
+    "within_0_5",
+    "spearman",
+    "orderings",
+    "orderings_hold",
+    "orderings_separated",
+    "trials",
+    "epochs",
+    "protocol_differs",
+    "note",
+]
+ORDERING_COLUMNS = [
+    "study",
+    "dataset",
+    "model",
+    "better",
+    "worse",
+    "paper_diff",
+    "our_diff",
+    "holds",
+    "pairs",
+    "test",
+    "p_holm",
+    "separated",
+    "separation",
+]
+DISTANCE_DEFINITION = (
+    "For every row (study, dataset, model) with at least 2 finished methods the paper also "
+    "reports: Δ = our ave - the paper's ave, per cell (accuracy points); MAD = the mean of |Δ| "
+    f"over the row's cells; within {WITHIN_POINTS} = the cells with |Δ| ≤ {WITHIN_POINTS}; "
+    "Spearman ρ = the rank correlation of the methods' aves, ours against the paper's "
+    f"(needs {MIN_SPEARMAN_METHODS} methods); orderings = the paper's claims 'A beats B' in the "
+    f"row (A's ave above B's by more than {ORDERING_MARGIN} points): one holds when our ave of "
+    "A is above our ave of B, and is separated when our paired test of the pair (against the "
+    f"row's best or sig+, Holm p < {ALPHA}, at least {MIN_TRIALS_TO_TEST} paired trials) is "
+    "significant; pairs that neither test compares are not tested."
+)
+
+
+def _spearman(cells: pd.DataFrame) -> tuple[float, str]:
+    """(Spearman ρ of our aves against the paper's, a note when it is undefined)."""
+    if len(cells) < MIN_SPEARMAN_METHODS:
+        return (
+            math.nan,
+            f"Spearman ρ needs {MIN_SPEARMAN_METHODS} methods, the row has {len(cells)}",
+        )
+    ours, published = cells["ave"].to_numpy(float), cells["paper_ave"].to_numpy(float)
+    if np.ptp(ours) == 0 or np.ptp(published) == 0:
+        return math.nan, "Spearman ρ undefined: every ave of one side is the same"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(stats.spearmanr(ours, published)[0]), ""
+
+
+def _pair_test(tests: pd.DataFrame, a: str, b: str) -> pd.Series | None:
+    """The first paired test of one row's ``tests`` that compares ``a`` with ``b`` (against
+    the row's best before against sig+), or None when no test compares them."""
+    if tests.empty:
+        return None
+    pair = ((tests["method"] == a) & (tests["reference"] == b)) | (
+        (tests["method"] == b) & (tests["reference"] == a)
+    )
+    return None if not pair.any() else tests[pair].iloc[0]
+
+
+def _separation(test: pd.Series | None) -> tuple[int, str, float, bool, str]:
+    """(pairs, test, Holm p, separated, in words) of one ordering from its paired test."""
+    if test is None:
+        return 0, "", math.nan, False, "not tested (neither the row's best nor sig+)"
+    pairs, p = int(test["pairs"]), float(test["p_holm"])
+    if test["test"] == "none" or pairs < MIN_TRIALS_TO_TEST or math.isnan(p):
+        return pairs, str(test["test"]), p, False, f"too few pairs to test (n={pairs})"
+    separated = bool(test["significant"])
+    words = "separated" if separated else "not separated"
+    return pairs, str(test["test"]), p, separated, f"{words} (Holm p = {p:.3g})"
+
+
+def _orderings(key: tuple, cells: pd.DataFrame, tests: pd.DataFrame) -> list[list]:
+    """The paper's orderings of one row (the pairs whose paper aves differ by more than
+    :data:`ORDERING_MARGIN`) with ours: rows of :data:`ORDERING_COLUMNS`."""
+    rows = []
+    for (a, pa, oa), (b, pb, ob) in itertools.combinations(
+        zip(cells["method"], cells["paper_ave"], cells["ave"], strict=True), 2
+    ):
+        if abs(pa - pb) <= ORDERING_MARGIN + _TOLERANCE:
+            continue
+        (better, p_better, o_better), (worse, p_worse, o_worse) = (
+            ((a, pa, oa), (b, pb, ob)) if pa > pb else ((b, pb, ob), (a, pa, oa))
+        )
+        our_diff = float(o_better - o_worse)
+        pairs, test, p, separated, words = _separation(_pair_test(tests, better, worse))
+        rows.append(
+            [*key, better, worse, float(p_better - p_worse), our_diff, our_diff > 0]
+            + [pairs, test, p, separated, words]
+        )
+    return rows
+
+
+def _row_differences(cells: pd.DataFrame) -> list[str]:
+    """How one row's protocol differs from the paper's, from the summary alone: its epochs and
+    its validation split (trials aside)."""
+    epochs = int(cells["epochs"].max()) if cells["epochs"].notna().any() else PAPER_EPOCHS
+    held = [h for h in cells.get("holdout", pd.Series(dtype=object)).fillna("") if h]
+    validated = (cells.get("protocol", pd.Series(dtype=object)) == VALIDATION).any()
+    validation = held[0] if held else ("a split" if validated else "")
+    return protocol_differences(PAPER_TRIALS, epochs, None, validation)
+
+
+def _trials_note(cells: pd.DataFrame) -> str:
+    if cells["trials"].isna().all():
+        return ""
+    low, high = int(cells["trials"].min()), int(cells["trials"].max())
+    if low == high == PAPER_TRIALS:
+        return ""
+    span = f"{low}" if low == high else f"{low}-{high}"
+    return f"{span} trials per cell, not the paper's {PAPER_TRIALS}"
+
+
+def _whole(value: float) -> int | float:
+    return math.nan if pd.isna(value) else int(value)
+
+
+def _distance_input(summary: pd.DataFrame) -> pd.DataFrame:
+    """``summary`` with what :func:`distance_to_paper` reads that it lacks: ``study`` (empty),
+    ``trials`` and ``epochs`` (NaN: not known), ``paper_ave`` (:func:`attach_paper`)."""
+    out = summary.copy()
+    if "study" not in out:
+        out["study"] = ""
+    out["study"] = out["study"].fillna("").astype(str)
+    for column in ("trials", "epochs"):
+        if column not in out:
+            out[column] = math.nan
+    if "paper_ave" not in out:
+        out["base_model"] = [
+            base_model(str(m), s) for m, s in zip(out["model"], out["study"], strict=True)
+        ]
+        out = attach_paper(out, model_column="base_model")
+    return out
+
+
+def _paper_rows(summary: pd.DataFrame) -> list[tuple[tuple, pd.DataFrame]]:
+    """((study, dataset, model label), cells) of every row with at least 2 finished cells the
+    paper reports, in the summary's order."""
+    finished = summary["trials"].fillna(1) > 0
+    cells = summary[finished & summary["ave"].notna() & summary["paper_ave"].notna()]
+    groups = cells.groupby(["study", "dataset", "model"], sort=False)
+    return [(key, group) for key, group in groups if len(group) >= 2]
+
+
+def distance_to_paper(
+    summary: pd.DataFrame,
+    tests: pd.DataFrame | None = None,
+    protocols: Mapping[str, Sequence[str]] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """How far each row (study, dataset, model) is from the paper: (distance, orderings).
+
+    ``summary``: :func:`summarize`'s frame; it needs only dataset, model, method and ave
+    (``paper_ave`` is attached when missing; ``study``, ``trials``, ``epochs``, ``holdout``
+    and ``protocol`` are used when present). Side by side, a row's model is labelled by its
+    study (``nn2 (quick)``, study ``quick``): the label is matched to the paper's model.
+    ``tests``: :func:`paired_tests`' frame (None: every ordering is "not tested").
+    ``protocols``: per study, how it differs from the paper's protocol
+    (:func:`~annealbench.report.paper.protocol_differences` with the paper's trials); a study
+    not in it is judged by its rows' epochs and validation split.
+
+    ``distance``: one row per row with at least 2 finished methods the paper reports, columns
+    :data:`DISTANCE_COLUMNS`: ``model`` without the side-by-side label; ``mad`` the mean
+    |ours - paper's ave|; ``within_0_5`` the cells within :data:`WITHIN_POINTS` of the paper's
+    ave, of ``cells``; ``spearman`` ρ of the aves (NaN below :data:`MIN_SPEARMAN_METHODS`
+    methods, said in ``note``); ``orderings_hold`` of ``orderings`` the paper's claims that
+    ours holds, ``orderings_separated`` those that hold and our paired tests separate;
+    ``trials`` the fewest of the row's cells, ``epochs`` the most; ``protocol_differs`` when
+    epochs, subset or validation split differ from the paper's (the numbers are then a
+    diagnostic, not a reproduction); ``note`` the protocol's differences in words.
+    ``orderings``: one row per claim "better beats worse" (paper aves more than
+    :data:`ORDERING_MARGIN` apart), columns :data:`ORDERING_COLUMNS`: ``our_diff`` = our ave of
+    better - of worse, ``holds`` when it is positive, the paired test of the pair (``pairs``,
+    ``test``, ``p_holm``), ``separated`` and ``separation`` in words.
+    :data:`DISTANCE_DEFINITION` says it all in one paragraph.
+    """
+    tests = tests if tests is not None else pd.DataFrame(columns=["dataset", "model", "method"])
+    summary = _distance_input(summary)
+    protocols = protocols or {}
+    distance: list[list] = []
+    orderings: list[pd.DataFrame] = []
+    for (study, dataset, label), cells in _paper_rows(summary):
+        model = base_model(str(label), str(study))
+        row_tests = tests[(tests["dataset"] == dataset) & (tests["model"] == label)]
+        mine = pd.DataFrame(
+            _orderings((study, dataset, model), cells, row_tests), columns=ORDERING_COLUMNS
+        )
+        orderings.append(mine)
+        differences = list(protocols.get(study, _row_differences(cells)))
+        diff = (cells["ave"] - cells["paper_ave"]).abs()
+        rho, rho_note = _spearman(cells)
+        notes = [*differences, _trials_note(cells), rho_note]
+        distance.append(
+            [study, dataset, model, len(cells), float(diff.mean())]
+            + [int((diff <= WITHIN_POINTS + _TOLERANCE).sum()), rho, len(mine)]
+            + [int(mine["holds"].sum()), int((mine["holds"] & mine["separated"]).sum())]
+            + [_whole(cells["trials"].min()), _whole(cells["epochs"].max()), bool(differences)]
+            + ["; ".join(n for n in notes if n)]
+        )
+    filled = [frame for frame in orderings if len(frame)]
+    ordering_frame = (
+        pd.concat(filled, ignore_index=True) if filled else pd.DataFrame(columns=ORDERING_COLUMNS)
+    )
+    return pd.DataFrame(distance, columns=DISTANCE_COLUMNS), ordering_frame
