@@ -155,7 +155,8 @@ def test_the_tables_show_only_the_methods_that_ran(report: dict) -> None:
     markdown = (report["out"] / "tables.md").read_text()
     assert "| ave | 0.1 | exp | sig | sig+ |" in markdown
     latex = (report["out"] / "tables.tex").read_text()
-    assert latex.count("\\begin{table}") == 2  # the paper's layout and the side-by-side
+    # the paper's layout, the side-by-side, the distance to the paper
+    assert latex.count("\\begin{table}") == 3
     assert "str+" not in latex
 
 
@@ -259,8 +260,9 @@ def test_report_html_renders_in_headless_chromium(report: dict, tmp_path: Path) 
         assert image["complete"] and image["width"] > 0, image
         assert image["src"] == "data:image/png;base64,"
     # Which method is best, the paper's layout, every cell with its uncertainty,
-    # side-by-side, tests against the best (sig+ here, so no second matrix), ranks, missing.
-    assert seen["tables"] == 7
+    # side-by-side, tests against the best (sig+ here, so no second matrix), ranks, missing,
+    # and the distance to the paper (per row, per cell, its orderings).
+    assert seen["tables"] == 10
 
 
 def test_report_html_needs_nothing_outside_the_file(report: dict) -> None:
