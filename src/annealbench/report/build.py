@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from annealbench.errors import ReportError
-from annealbench.report import distance, figures, stats, tables
+from annealbench.report import distance, figures, stats, tables, tuned
 from annealbench.report.html import Page
 from annealbench.report.paper import (
     CITATION,
@@ -135,6 +135,9 @@ class Analysis:
     #: :func:`stats.distance_to_paper`'s two frames (with ``run_options`` when studies differ).
     distance: pd.DataFrame = field(default_factory=pd.DataFrame)
     orderings: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: A tuned study's search, per method and scale (:func:`tuned.search_grid`); empty when
+    #: no study of the report has a search.
+    tuning: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=tuned.GRID_COLUMNS))
 
     @property
     def done_epochs(self) -> pd.DataFrame:
@@ -151,9 +154,11 @@ def analyze(
     runs: pd.DataFrame,
     epochs: pd.DataFrame,
     settings: dict[str, dict[str, Any]] | None = None,
+    search: pd.DataFrame | None = None,
 ) -> Analysis:
     """Scores, per-cell summary, paired tests and ranks from ``runs_frame``/``epochs_frame``;
-    ``settings``: each study's ``Store.study_settings`` (what the report says was run)."""
+    ``settings``: each study's ``Store.study_settings`` (what the report says was run);
+    ``search``: a tuned study's search runs (:func:`tuned.search_scores`), if any."""
     missing_columns = [c for c in RUN_COLUMNS if c not in runs] + [
         c for c in EPOCH_COLUMNS if c not in epochs
     ]
@@ -189,6 +194,7 @@ def analyze(
         settings=settings,
         distance=distance.with_run_options(gap, settings),
         orderings=orderings,
+        tuning=tuned.search_grid(search, runs),
     )
 
 
@@ -402,6 +408,7 @@ def provenance(analysis: Analysis, source: str = "") -> list[tuple[str, str]]:
         ("training images", f"the first {subset:,}" if subset else "all (no subset)"),
         ("schedule steps per", _listed(_run_setting(analysis, "step_per"))),
         ("validation", _validation_line(analysis)),
+        *_tuning_items(analysis),
         ("runs", _counts_line(analysis)),
         ("ran", _when(runs)),
         (
@@ -418,6 +425,17 @@ def provenance(analysis: Analysis, source: str = "") -> list[tuple[str, str]]:
     if references:
         items.insert(4, ("user references", "; ".join(references)))
     return items
+
+
+def _tuning_items(analysis: Analysis) -> list[tuple[str, str]]:
+    """The provenance line of a tuned study's search: its grid and budget."""
+    lines = {study: tuned.budget_text(own) for study, own in analysis.settings.items()}
+    lines = {study: text for study, text in lines.items() if text}
+    if not lines:
+        return []
+    if len(lines) == 1:
+        return [("tuning", next(iter(lines.values())))]
+    return [("tuning", "; ".join(f"{study}: {text}" for study, text in lines.items()))]
 
 
 def _grid_values(analysis: Analysis, name: str) -> list[str]:
@@ -583,6 +601,9 @@ def _write_all(analysis: Analysis, folder: Path, source: str, schedule_epochs: i
     writer = _ReportWriter(analysis, folder, source)
     writer.write_csvs()
     writer.front_matter()
+    writer.written += tuned.section(
+        writer.page, analysis, writer.markdown, writer.latex, writer.figure_folder
+    )
     for dataset in analysis.datasets:
         writer.dataset_section(dataset)
     distance.section(writer.page, analysis, writer.markdown, writer.latex)
@@ -665,6 +686,8 @@ class _ReportWriter:
         _write_csv(folder / "best.csv", analysis.verdicts, self.written)
         _write_csv(folder / "distance.csv", analysis.distance, self.written)
         _write_csv(folder / "orderings.csv", analysis.orderings, self.written)
+        if not analysis.tuning.empty:
+            _write_csv(folder / "tuning.csv", analysis.tuning, self.written)
 
     def front_matter(self) -> None:
         """What was run, then which method is best and how sure that is: the first screen."""
@@ -945,9 +968,23 @@ def _read_source(path: Path, study: str | None, names_wanted: list[str] | None) 
                 "(repeat it to report several side by side)"
             )
         return [
-            (name, handle.runs_frame(name), handle.epochs_frame(name), handle.study_settings(name))
+            (
+                name,
+                handle.runs_frame(name),
+                handle.epochs_frame(name),
+                handle.study_settings(name),
+                _search_of(handle, name),
+            )
             for name in wanted
         ]
+
+
+def _search_of(handle: Any, name: str) -> pd.DataFrame:
+    """A tuned study's search runs with their validation scores (empty when untuned)."""
+    if not handle.study_settings(name).get("tune"):
+        return pd.DataFrame(columns=tuned.SEARCH_COLUMNS)
+    runs = handle.runs_frame(name, tuning=True)
+    return tuned.search_scores(runs, handle.epochs_frame(name, tuning=True), name)
 
 
 def load_analysis(
@@ -962,12 +999,12 @@ def load_analysis(
     many = None if study is None or isinstance(study, str) else list(study)
     one = study if isinstance(study, str) else None
     sources = [(path, *item) for path in paths for item in _read_source(path, one, many)]
-    if all(runs.empty for _, _, runs, _, _ in sources):
+    if all(runs.empty for _, _, runs, _, _, _ in sources):
         where = ", ".join(str(p) for p in paths)
         raise ReportError(f"the store {where} holds no runs; run `annealbench run` first")
     # The stores are closed: only the output folder is written.
-    runs, epochs, settings = _side_by_side(sources)
-    return analyze(runs, epochs, settings)
+    runs, epochs, settings, search = _side_by_side(sources)
+    return analyze(runs, epochs, settings, search)
 
 
 def report_store(
@@ -987,14 +1024,16 @@ def report_store(
     return write_report(analysis, out, source=", ".join(str(p) for p in paths))
 
 
-def _side_by_side(sources: list[tuple]) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """One runs and one epochs frame; with several studies, models are labelled by study."""
+def _side_by_side(sources: list[tuple]) -> tuple[pd.DataFrame, pd.DataFrame, dict, pd.DataFrame]:
+    """One runs, one epochs and one search frame; with several studies, models are labelled
+    by study."""
     labels = [name for _, name, *_ in sources]
     clash = len(set(labels)) < len(labels)
-    runs_all, epochs_all, settings, offset = [], [], {}, 0
-    for path, name, runs, epochs, study_settings in sources:
+    runs_all, epochs_all, searches, settings, offset = [], [], [], {}, 0
+    for path, name, runs, epochs, study_settings, search in sources:
         label = f"{name}@{path.stem}" if clash else name
-        runs, epochs = runs.copy(), epochs.copy()
+        runs, epochs, search = runs.copy(), epochs.copy(), search.copy()
+        search["study"] = label
         runs["study"] = label  # the key of its settings: each row finds its study's protocol
         runs["run_id"] += offset  # run ids are per store: keep them apart
         epochs["run_id"] += offset
@@ -1002,6 +1041,8 @@ def _side_by_side(sources: list[tuple]) -> tuple[pd.DataFrame, pd.DataFrame, dic
         if len(sources) > 1:
             runs["model"] = runs["model"].astype(str) + f" ({label})"
             epochs["model"] = epochs["model"].astype(str) + f" ({label})"
+            search["model"] = search["model"].astype(str) + f" ({label})"
+        searches.append(search)
         runs_all.append(runs)
         epochs_all.append(epochs)
         settings[label] = study_settings
@@ -1009,4 +1050,5 @@ def _side_by_side(sources: list[tuple]) -> tuple[pd.DataFrame, pd.DataFrame, dic
         pd.concat(runs_all, ignore_index=True),
         pd.concat(epochs_all, ignore_index=True),
         settings,
+        tuned.concat(searches),
     )
