@@ -169,7 +169,7 @@ def _comparison_row(analysis: Any, grid: pd.DataFrame, cell: tuple, chosen: floa
             "fixed test ave": float(other["ave"]),
             "tuned - fixed": diff,
             "pairs": len(pairs),
-            "p": p,
+            "p": "" if math.isnan(p) else f"{p:.3g}",
         }
     return row
 
