@@ -931,8 +931,13 @@ class _ReportWriter:
             "summary.csv (one row per cell), scores.csv (one row per finished run), epochs.csv "
             "(one row per run and epoch, every status), paired_tests.csv, ranks.csv, "
             "missing.csv, best.csv (the best method of each row), distance.csv and "
-            "orderings.csv (the distance to the paper), tables.md, tables.tex, "
-            "figures/*.png and *.pdf, next to this page."
+            "orderings.csv (the distance to the paper), "
+            + (
+                "tuning.csv (the search: per method and scale) "
+                if len(self.analysis.tuning)
+                else ""
+            )
+            + "tables.md, tables.tex, figures/*.png and *.pdf, next to this page."
         )
         self.markdown += [f"Published numbers: {CITATION}", ""]
 
