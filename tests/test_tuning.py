@@ -116,3 +116,19 @@ def test_the_budget_is_the_same_for_every_method() -> None:
     assert "3 runs per method and cell (3 scales 0.1, 1, 10 x 1 tuning seed(s)) x 2 epochs" in line
     per_method = pd.Series([c.method for c in GRID.configs()]).value_counts()
     assert set(per_method) == {3}
+
+
+def test_a_scale_that_diverged_on_any_tuning_seed_is_not_chosen() -> None:
+    import dataclasses
+
+    study = dataclasses.replace(GRID, tune_trials=2)
+    rows = [("fashion-mnist", "nn2", "sig+", scale, TUNING_SEED + i, status, value)
+            for scale, i, status, value in [
+                (1.0, 0, "done", 80.0), (1.0, 1, "done", 80.0),
+                (10.0, 0, "done", 90.0), (10.0, 1, "diverged", float("nan")),
+                (0.1, 0, "done", 70.0), (0.1, 1, "done", 72.0)]]  # fmt: skip
+    search = pd.DataFrame(rows, columns=["dataset", "model", "method", "lr_scale", "seed",
+                                         "status", "val_score"])  # fmt: skip
+    assert tuning.choose(study, search) == {("fashion-mnist", "nn2", "sig+"): 1.0}
+    unfinished = search.assign(status=["done"] * 5 + ["running"])
+    assert tuning.choose(study, unfinished) == {}

@@ -11,8 +11,9 @@ runs in two stages, both in its store:
    trials' seeds), on the validation split. Every method gets the same number of runs and
    epochs: the budget.
 2. **final trials**: each method's best scale — the highest mean validation score (the mean
-   validation accuracy over the last 10% of epochs, over the tuning seeds; a diverged run
-   scores nothing), ties to the scale nearest 1 — trained for seeds ``0..trials-1``.
+   validation accuracy over the last 10% of epochs, over the tuning seeds; a scale at which
+   any tuning run diverged is out), ties to the scale nearest 1 — trained for seeds
+   ``0..trials-1``.
 
 The choice is computed from the store every time the study runs, so a study killed in
 either stage resumes where it stopped, and the final runs are added (once) as soon as a
@@ -130,7 +131,11 @@ def choose(study: Study, search: pd.DataFrame) -> Choice:
         expected = len(study.tune_scales) * study.tune_trials
         if len(cell) < expected or not cell["status"].isin(["done", "diverged"]).all():
             continue
-        per_scale = cell.groupby("lr_scale")["val_score"].mean()  # NaN when any diverged
+        # A scale at which any tuning run diverged is not a candidate: a rate that diverges
+        # on one seed of the search is not safe for the final trials.
+        per_scale = cell.groupby("lr_scale")["val_score"].agg(
+            lambda v: v.mean() if v.notna().all() else math.nan
+        )
         per_scale = per_scale.dropna()
         if per_scale.empty:
             continue

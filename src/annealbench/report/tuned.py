@@ -84,8 +84,9 @@ def search_grid(search: pd.DataFrame | None, runs: pd.DataFrame) -> pd.DataFrame
 
 
 def _best_scale(cell: pd.DataFrame) -> float | None:
-    """The tuning rule: the highest mean validation score, ties to the scale nearest 1."""
-    scored = cell.dropna(subset=["val_score"])
+    """The tuning rule (annealbench.tuning.choose): the highest mean validation score of
+    the scales at which no run diverged, ties to the scale nearest 1."""
+    scored = cell.loc[cell["diverged"] == 0].dropna(subset=["val_score"])
     if scored.empty:
         return None
     best = max(scored.itertuples(), key=lambda r: (r.val_score, -abs(math.log(float(r.lr_scale)))))
