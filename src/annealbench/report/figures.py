@@ -68,9 +68,20 @@ _PALETTE = {
     "trap": "#17becf",
     "str+": "#8c564b",
     "sig+": "#ff7f0e",
-    "cosine": "#6b6ecf",  # today's baseline (annealbench.methods.MODERN_METHODS)
+    # Today's baselines (annealbench.methods.MODERN_METHODS): distinct from the paper's.
+    "cosine": "#6b6ecf",
+    "cosine0": "#9c9ede",
+    "linear0": "#637939",
+    "cosine+": "#5254a3",
+    "cosine0+": "#ad494a",
+    "linear0+": "#b5cf6b",
+    "wsd": "#e6550d",
+    "onecycle": "#31a354",
+    "adamw-cosine": "#843c39",
+    "sf-sgd": "#de9ed6",
+    "sf-adamw": "#8c6d31",
 }
-_EXTRA = ["#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354"]
+_EXTRA = ["#7b4173", "#3182bd", "#fdae6b", "#756bb1", "#e7969c", "#a55194", "#6baed6"]
 
 #: Panel groups, in the order the rows are drawn, and their titles.
 GROUP_TITLES: dict[str, str] = {
