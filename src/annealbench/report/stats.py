@@ -43,8 +43,8 @@ from annealbench.report.paper import (
     order_models,
     protocol_differences,
 )
+from annealbench.training.config import SCORE_FRACTION, last_epochs
 
-SCORE_FRACTION = 0.1
 CONFIDENCE = 0.95
 ALPHA = 0.05
 MIN_WILCOXON_PAIRS = 6
@@ -70,14 +70,6 @@ VALIDATION_RUN_COLUMNS = ["val_score", "val_peak", "best_val_epoch", "test_at_be
 ROW = ["dataset", "model"]
 CELL = ["dataset", "model", "method"]
 RUN_KEY = ["dataset", "model", "method", "seed"]
-
-
-def last_epochs(n_epochs: int, fraction: float = SCORE_FRACTION) -> int:
-    """How many final epochs a score averages: floor(fraction * n), at least one."""
-    if n_epochs < 1:
-        raise ValueError(f"a run needs at least one epoch, got {n_epochs}")
-    # The small epsilon keeps 0.1 * 30 = 3.0000000000000004 and 0.1 * 70 = 7.000000000000001 exact.
-    return max(1, math.floor(n_epochs * fraction + 1e-9))
 
 
 def validation_protocol(holdout: str = "") -> str:
