@@ -132,3 +132,26 @@ def test_a_scale_that_diverged_on_any_tuning_seed_is_not_chosen() -> None:
     assert tuning.choose(study, search) == {("fashion-mnist", "nn2", "sig+"): 1.0}
     unfinished = search.assign(status=["done"] * 5 + ["running"])
     assert tuning.choose(study, unfinished) == {}
+
+
+def test_the_command_line_runs_a_tuned_study_and_status_shows_both_stages(
+    tmp_path: Path,
+) -> None:
+    from typer.testing import CliRunner
+
+    from annealbench.cli import app
+
+    store = str(tmp_path / "cli.sqlite")
+    args = ["run", "--datasets", "fashion-mnist", "--models", "nn2", "--methods", "sig+",
+            "--trials", "1", "--epochs", "1", "--subset", "512", "--validation", "128",
+            "--tune-scales", "0.5,2", "--store", store, "--workers", "1",
+            "--no-progress"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "1 run per method" not in result.output and "2 runs per method" in result.output
+    assert "tuned scales: sig+ x" in result.output
+    status = CliRunner().invoke(app, ["status", "--store", store])
+    assert "default (tuning)" in status.output and status.exit_code == 0
+    bad_args = [a if a != "0.5,2" else "a,b" for a in args]
+    bad = CliRunner().invoke(app, bad_args)
+    assert bad.exit_code == 2 and "--tune-scales must be numbers" in bad.output

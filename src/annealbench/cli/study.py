@@ -358,16 +358,6 @@ def _print_outcome(outcome: StudyOutcome, store: Path) -> None:
 
 @app.command("status")
 def status_command(
-    tune_scales: str | None = typer.Option(
-        None,
-        "--tune-scales",
-        help="Give each method its own peak rate: its whole rate curve times each of these "
-        "factors (e.g. 0.25,0.5,1,2,4) is trained on the validation split (needs "
-        "--validation), then the final trials use each method's best.",
-    ),
-    tune_trials: int | None = typer.Option(
-        None, "--tune-trials", help="Tuning seeds per (method, scale) (default: 1)."
-    ),
     store: Path = typer.Option(DEFAULT_STORE, "--store", help="SQLite results file."),
     study: str | None = typer.Option(None, "--study", help="Only this study."),
     as_json: bool = typer.Option(
@@ -467,16 +457,6 @@ def presets_command() -> None:
 
 @app.command("export")
 def export_command(
-    tune_scales: str | None = typer.Option(
-        None,
-        "--tune-scales",
-        help="Give each method its own peak rate: its whole rate curve times each of these "
-        "factors (e.g. 0.25,0.5,1,2,4) is trained on the validation split (needs "
-        "--validation), then the final trials use each method's best.",
-    ),
-    tune_trials: int | None = typer.Option(
-        None, "--tune-trials", help="Tuning seeds per (method, scale) (default: 1)."
-    ),
     store: Path = typer.Option(DEFAULT_STORE, "--store", help="SQLite results file."),
     out: Path = typer.Option(Path("export"), "--out", help="Folder for runs.* and epochs.*"),
     format: str = typer.Option("csv", "--format", help="csv or parquet"),
