@@ -91,3 +91,64 @@ def test_the_modern_quick_preset_is_valid_and_holds_the_baselines() -> None:
     study.validate()
     assert {"sig+", "wsd", "sf-sgd", "adamw-cosine"} <= set(study.methods)
     assert study.options["validation"] == 0.1
+
+
+def test_each_new_curve_follows_its_formula() -> None:
+    p = np.linspace(0, 1, 101)
+    at = {name: methods.get(name).schedule_for("nn2") for name in methods.MODERN_METHODS}
+    assert np.allclose(at["cosine0"](p), 0.05 * (1 + np.cos(np.pi * p)), atol=1e-12)
+    assert np.allclose(at["cosine"](p), 0.001 + 0.0495 * (1 + np.cos(np.pi * p)), atol=1e-12)
+    assert np.allclose(at["linear0"](p), 0.1 * (1 - p), atol=1e-12)
+    ramp = p[p <= 0.1]  # the paper's warmup: linear from 0.01 to 0.1 over the first 10%
+    assert np.allclose(at["linear0+"](ramp), 0.01 + 0.09 * ramp / 0.1, atol=1e-12)
+    after = p[p >= 0.1]
+    assert np.allclose(at["linear0+"](after), 0.1 * (1 - (after - 0.1) / 0.9), atol=1e-12)
+    up, start = p[p <= 0.3], 0.1 / 25  # one-cycle: cosine up from lr/25 to lr over 30%
+    rising = start + (0.1 - start) * (1 - np.cos(np.pi * up / 0.3)) / 2
+    assert np.allclose(at["onecycle"](up), rising, atol=1e-12)
+    assert at["onecycle"](1.0) == pytest.approx(start / 1e4)
+    assert at["adamw-cosine"](0.1) == pytest.approx(1e-3) and at["sf-sgd"](0.5) == 0.1
+    assert np.allclose(at["sf-adamw"](after), 1e-3)
+
+
+def test_schedule_free_evaluation_equals_the_packages_own_loop() -> None:
+    """The stepper's train/eval switching gives what schedulefree's documented loop gives:
+    ``optimizer.train()`` before training steps, ``optimizer.eval()`` before evaluating."""
+    import copy
+
+    import schedulefree
+    import torch
+    import torch.nn.functional as F
+
+    from annealbench.training.single import SingleStepper
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 16), torch.nn.ReLU(),
+                                torch.nn.Linear(16, 3))  # fmt: skip
+    theirs = copy.deepcopy(model)
+    x, y = torch.randn(4, 8, 1, 3, 4), torch.randint(0, 3, (4, 8))
+    x_eval, y_eval = torch.randn(20, 1, 3, 4), torch.randint(0, 3, (20,))
+    rates = [0.05, 0.1, 0.1, 0.1]
+    ours = SingleStepper(config("sf-sgd"), model, torch.device("cpu"))
+    optimizer = schedulefree.SGDScheduleFree(theirs.parameters(), lr=0.1, momentum=0.9,
+                                             weight_decay=5e-4)  # fmt: skip
+    for _epoch in range(2):  # train, evaluate, train again: the switch both ways
+        ours.begin_epoch([rates])
+        theirs.train()
+        optimizer.train()
+        for step in range(4):
+            ours.step(step, x[step : step + 1], y[step : step + 1])
+            for group in optimizer.param_groups:
+                group["lr"] = rates[step]
+            optimizer.zero_grad()
+            F.cross_entropy(theirs(x[step]), y[step]).backward()
+            optimizer.step()
+        ((loss, accuracy),) = ours.evaluate(x_eval, y_eval)
+        theirs.eval()
+        optimizer.eval()
+        with torch.no_grad():
+            out = theirs(x_eval)
+        assert loss == pytest.approx(float(F.cross_entropy(out, y_eval)), abs=1e-6)
+        assert accuracy == float((out.argmax(1) == y_eval).sum()) * 100 / 20
+        for a, b in zip(model.parameters(), theirs.parameters(), strict=True):
+            assert torch.equal(a, b)  # the same eval point, bit for bit
