@@ -152,3 +152,28 @@ def test_schedule_free_evaluation_equals_the_packages_own_loop() -> None:
         assert accuracy == float((out.argmax(1) == y_eval).sum()) * 100 / 20
         for a, b in zip(model.parameters(), theirs.parameters(), strict=True):
             assert torch.equal(a, b)  # the same eval point, bit for bit
+
+
+def test_a_user_model_with_batchnorm_and_schedule_free_is_refused_up_front(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "bnmod.py").write_text(
+        "import torch\n\n\ndef build(shape, classes):\n"
+        "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 8),\n"
+        "        torch.nn.BatchNorm1d(8), torch.nn.Linear(8, classes))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    bn = Study("bn", ("fashion-mnist",), ("bnmod:build",), ("sf-sgd",), 1, {"epochs": 1})
+    with pytest.raises(StudyError, match="schedule-free methods would need its statistics"):
+        bn.validate()
+
+
+def test_an_api_method_may_not_redefine_a_built_in_name() -> None:
+    from annealbench import api
+
+    with pytest.raises(StudyError, match="'cosine' is built in and defined otherwise"):
+        api.study("x", datasets=["fashion-mnist"], models=["nn2"],
+                  methods=[api.Method("cosine", "adam", lr=1e-3)])  # fmt: skip
+    same = api.study("y", datasets=["fashion-mnist"], models=["nn2"],
+                     methods=[methods.get("cosine")])  # fmt: skip
+    assert same.methods == ("cosine",)

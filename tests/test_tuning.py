@@ -155,3 +155,38 @@ def test_the_command_line_runs_a_tuned_study_and_status_shows_both_stages(
     bad_args = [a if a != "0.5,2" else "a,b" for a in args]
     bad = CliRunner().invoke(app, bad_args)
     assert bad.exit_code == 2 and "--tune-scales must be numbers" in bad.output
+
+
+def test_a_tuned_study_keeps_the_user_method_definition_it_was_started_with(
+    tmp_path: Path,
+) -> None:
+    """A rerun that does not load (or loads an edited) user method trains the stored one."""
+    import dataclasses
+
+    from annealbench import methods
+    from annealbench.study import grow_study
+
+    mine = methods.register(methods.Method("my-sgd", "sgd", "cosine"))
+    grid = dataclasses.replace(GRID, methods=("my-sgd", "sig+"), tune_scales=(0.5, 1.0))
+    with Store(tmp_path / "s.sqlite") as store:
+        grow_study(store, grid)
+        before = set(store.runs_frame(tuning=True)["run_key"])
+        methods.register(dataclasses.replace(mine, schedule="linear"), replace=True)
+        grow_study(store, dataclasses.replace(grid, methods=("sig+",)))
+        assert set(store.runs_frame(tuning=True)["run_key"]) == before  # nothing added
+
+
+def test_an_explicit_lr_scale_with_tuning_is_refused() -> None:
+    import dataclasses
+
+    grid = dataclasses.replace(GRID, options={**OPTIONS, "lr_scale": 1.0})
+    with pytest.raises(StudyError, match="not both"):
+        grid.validate()
+
+
+def test_study_file_overrides_of_zero_or_empty_are_taken() -> None:
+    from annealbench.study import load_preset
+
+    assert load_preset("modern-quick", tune_scales=()).tune_scales == ()
+    with pytest.raises(StudyError, match="--tune-trials must be a whole number >= 1"):
+        load_preset("modern-quick", tune_trials=0).validate()

@@ -328,3 +328,20 @@ def test_results_names_the_study_when_a_store_holds_several(tmp_path: Path) -> N
         api.results(store)
     with pytest.raises(StoreError, match="no study 'c'"):
         api.results(store, "c")
+
+
+def test_a_study_holding_a_named_user_dataset_grows_in_a_process_that_never_defined_it(
+    on_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from annealbench.study import Study, grow_study
+
+    data.define("cancer", str(on_path / "data.npz"))
+    first = Study("named", ("cancer",), ("mynets:build",), ("sig+",), 1, {"epochs": 1})
+    with Store(tmp_path / "s.sqlite") as store:
+        grow_study(store, first)
+        monkeypatch.setattr(data, "REGISTRY", {k: v for k, v in data.REGISTRY.items()
+                                               if k != "cancer"})  # fmt: skip
+        grown = Study("named", ("fashion-mnist",), ("mynets:build",), ("sig+",), 1,
+                      {"epochs": 1})  # fmt: skip
+        _, study = grow_study(store, grown)
+        assert set(study.datasets) == {"cancer", "fashion-mnist"}

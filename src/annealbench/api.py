@@ -185,5 +185,10 @@ def _method(value: str | Method) -> str:
     if isinstance(value, Method):
         if not methods.is_builtin(value.name):
             methods.register(value, replace=True)
+        elif value.to_config() != methods.get(value.name).to_config():
+            raise StudyError(
+                f"method {value.name!r} is built in and defined otherwise; give your method "
+                "another name"
+            )
         return value.name
     return str(value)

@@ -301,8 +301,10 @@ def _check_fit(study: Study) -> None:
                     need = str(exc)
             elif len(shape) != 3 and model not in ("nn2", "nn3"):
                 need = "it is convolutional and needs C×H×W images"
-            elif model_spec.has_batchnorm and any(
-                methods.get(m).schedule_free for m in study.methods
+            if (
+                need is None
+                and any(methods.get(m).schedule_free for m in study.methods)
+                and _has_batchnorm(model, shape, spec.num_classes)
             ):
                 need = (
                     "it has BatchNorm, and schedule-free methods would need its statistics "
@@ -317,12 +319,29 @@ def _check_fit(study: Study) -> None:
                 )
 
 
+def _has_batchnorm(model: str, shape: tuple[int, ...], classes: int) -> bool:
+    """Whether a model holds BatchNorm: from its spec, or (a user model) built to look."""
+    import torch
+
+    from annealbench import models
+
+    known = models.spec(model).has_batchnorm
+    if known is not None:
+        return known
+    with torch.random.fork_rng(devices=[]):
+        net = models.build(model, shape, classes)
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules())
+
+
 def _check_portable(study: Study, executor: str, workers: int | str) -> None:
     """A model registered in this process (not importable) trains only in this process."""
     from annealbench import models
 
-    if executor == "local" and workers == 1:
-        return
+    if executor == "local" and workers in (1, "auto"):
+        from annealbench import executors
+
+        if executors.auto_workers(study.template().device) == 1 or workers == 1:
+            return
     local = [m for m in study.models if models.spec(m).origin == "registered"]
     if local:
         raise StudyError(
@@ -762,14 +781,12 @@ class _Driver:
 
 
 def _groupable(run: RunConfig) -> bool:
-    """Whether the run's optimizer has a batched update (schedule-free ones do not)."""
-    from annealbench.training.batched import method_rule
-
+    """Whether the run may join a group: schedule-free optimizers have no batched update
+    and always train alone; any other method is judged by the group's checks."""
     try:
-        method_rule(run)
+        return not run.method_spec().schedule_free
     except (ConfigError, ValueError):
         return False
-    return True
 
 
 def _describe(claim: Claim) -> str:
@@ -801,7 +818,9 @@ def grow_study(store: Store, study: Study) -> tuple[int, Study]:
     """
     settings = study.settings()
     if study.name in store.study_names():
-        _check_data_unchanged(study.name, store.study_settings(study.name), settings)
+        stored = store.study_settings(study.name)
+        _check_data_unchanged(study.name, stored, settings)
+        _define_stored_datasets(study.name, stored)
     study_id = store.ensure_study(
         study.name, settings, check=lambda merged: _check_union(study, merged)
     )
@@ -822,6 +841,22 @@ def grow_study(store: Store, study: Study) -> tuple[int, Study]:
         )
         print(f"study {study.name!r} now holds {grown.n_runs} runs ({added} added){more}")
     return study_id, grown
+
+
+def _define_stored_datasets(name: str, stored: Mapping[str, Any]) -> None:
+    """The named user datasets a stored study holds, defined in this process from their
+    stored definitions (as stored user methods are), so the grown grid can be checked."""
+    from annealbench import data
+
+    for dataset, definition in (stored.get("custom_datasets") or {}).items():
+        if dataset not in data.REGISTRY:
+            try:
+                data.from_config(definition)
+            except (ConfigError, ValueError) as exc:
+                raise StudyError(
+                    f"study {name!r} holds dataset {dataset!r}, which this process cannot "
+                    f"load from its stored definition: {exc}"
+                ) from None
 
 
 def _check_data_unchanged(name: str, stored: Mapping[str, Any], given: Mapping[str, Any]) -> None:
@@ -864,7 +899,7 @@ def _union_configs(study: Study, stored: Mapping[str, Any]) -> list[RunConfig]:
         grown = replace(study, datasets=tuple(stored["datasets"]),
                         models=tuple(stored["models"]), methods=tuple(stored["methods"]),
                         trials=int(stored["trials"]))  # fmt: skip
-        return tuning.search_configs(grown)
+        return tuning.search_configs(grown, stored)
     try:
         return [
             RunConfig(

@@ -93,9 +93,10 @@ def parse(
         "trials": table.get("trials", DEFAULT_TRIALS),
     }
     options = dict(run)
-    name = overrides.pop("name", None) or table.get("name", default_name)
+    given = {key: overrides.pop(key, None) for key in ("name", "tune_scales", "tune_trials")}
+    name = given["name"] if given["name"] is not None else table.get("name", default_name)
     tune = {
-        key: overrides.pop(key, None) or table.get(key, default)
+        key: given[key] if given[key] is not None else table.get(key, default)
         for key, default in (("tune_scales", ()), ("tune_trials", 1))
     }
     tune["tune_scales"] = tuple(tune["tune_scales"])

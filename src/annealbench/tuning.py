@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from annealbench.errors import StudyError
+from annealbench.errors import ConfigError, StudyError
 from annealbench.training.config import TUNING_SEED, RunConfig, last_epochs
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -61,23 +61,18 @@ def check(study: Study) -> None:
             "tuning selects each method's rate on a validation split, never on the test set: "
             "give --validation N (or a fraction such as 0.1) with --tune-scales"
         )
-    if study.options.get("lr_scale", 1.0) != 1.0:
+    if "lr_scale" in study.options:
         raise StudyError("give --tune-scales or an lr_scale run option, not both")
     if study.trials >= TUNING_SEED:
         raise StudyError(f"a tuned study holds at most {TUNING_SEED - 1} trials")
 
 
-def search_configs(study: Study) -> list[RunConfig]:
-    """The search: every cell at every scale for every tuning seed, seed-major."""
+def search_configs(study: Study, definitions: Mapping[str, Any] | None = None) -> list[RunConfig]:
+    """The search: every cell at every scale for every tuning seed, seed-major.
+    ``definitions``: the study's stored settings, whose user methods and datasets the runs
+    carry (so a rerun trains the definitions the study was started with)."""
     return [
-        RunConfig(
-            dataset=d,
-            model=m,
-            method=meth,
-            seed=TUNING_SEED + i,
-            lr_scale=float(scale),
-            **study.options,
-        )  # fmt: skip
+        _config(study, d, m, meth, TUNING_SEED + i, scale, definitions)
         for i in range(study.tune_trials)
         for d in study.datasets
         for m in study.models
@@ -86,23 +81,37 @@ def search_configs(study: Study) -> list[RunConfig]:
     ]
 
 
-def final_configs(study: Study, chosen: Choice) -> list[RunConfig]:
+def final_configs(
+    study: Study, chosen: Choice, definitions: Mapping[str, Any] | None = None
+) -> list[RunConfig]:
     """The final trials of every cell whose scale is chosen, seed-major."""
     return [
-        RunConfig(
-            dataset=d,
-            model=m,
-            method=meth,
-            seed=seed,
-            lr_scale=chosen[(d, m, meth)],
-            **study.options,
-        )  # fmt: skip
+        _config(study, d, m, meth, seed, chosen[(d, m, meth)], definitions)
         for seed in range(study.trials)
         for d in study.datasets
         for m in study.models
         for meth in study.methods
         if (d, m, meth) in chosen
     ]
+
+
+def _config(
+    study: Study, dataset: str, model: str, method: str, seed: int, scale: float,
+    definitions: Mapping[str, Any] | None,
+) -> RunConfig:  # fmt: skip
+    stored = definitions or {}
+    options = {**study.options, "lr_scale": float(scale)}
+    try:
+        return RunConfig(
+            dataset=dataset, model=model, method=method, seed=seed,
+            custom_method=(stored.get("custom_methods") or {}).get(method),
+            custom_dataset=(stored.get("custom_datasets") or {}).get(dataset), **options,
+        )  # fmt: skip
+    except ConfigError as exc:
+        raise StudyError(
+            f"study {study.name!r} holds a method or dataset this process cannot build: {exc}; "
+            "load its definition (--methods-file, or the study file that defines it)"
+        ) from None
 
 
 def scores(runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
@@ -129,7 +138,7 @@ def choose(study: Study, search: pd.DataFrame) -> Choice:
     chosen: Choice = {}
     for (d, m, meth), cell in search.groupby(["dataset", "model", "method"]):
         expected = len(study.tune_scales) * study.tune_trials
-        if len(cell) < expected or not cell["status"].isin(["done", "diverged"]).all():
+        if len(cell) != expected or not cell["status"].isin(["done", "diverged"]).all():
             continue
         # A scale at which any tuning run diverged is not a candidate: a rate that diverges
         # on one seed of the search is not safe for the final trials.
@@ -150,7 +159,8 @@ def add_final_runs(store: Store, study: Study, study_id: int) -> tuple[Choice, i
     runs = store.runs_frame(study.name, tuning=True)
     epochs = store.epochs_frame(study.name, tuning=True)
     chosen = choose(study, scores(runs, epochs))
-    added = store.add_runs(study_id, final_configs(study, chosen)) if chosen else 0
+    stored = store.study_settings(study.name)
+    added = store.add_runs(study_id, final_configs(study, chosen, stored)) if chosen else 0
     return chosen, added
 
 

@@ -372,7 +372,7 @@ def status_command(
             if study is not None:
                 s.study_id(study)
             counts = s.status_frame(study)
-            runs = s.runs_frame(study)
+            runs = s.runs_frame(study, tuning=True)  # a failed search run is listed too
             orphaned = s.orphaned_runs(study)
     except StoreError as exc:
         raise fail(str(exc)) from None

@@ -32,10 +32,8 @@ class SingleStepper:
         # would belong to the train point, so they are refused rather than silently wrong.
         self.schedule_free = method.schedule_free
         if self.schedule_free and any(
-            isinstance(m, torch.nn.modules.batchnorm.BatchNorm1d | torch.nn.BatchNorm2d
-                       | torch.nn.BatchNorm3d | torch.nn.SyncBatchNorm)
-            for m in model.modules()
-        ):  # fmt: skip
+            isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()
+        ):
             raise ConfigError(
                 f"{config.method} is schedule-free, and {config.model} has BatchNorm, whose "
                 "statistics would have to be recomputed at the averaged weights before every "
