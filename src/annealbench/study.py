@@ -335,20 +335,19 @@ def _has_batchnorm(model: str, shape: tuple[int, ...], classes: int) -> bool:
 
 def _check_portable(study: Study, executor: str, workers: int | str) -> None:
     """A model registered in this process (not importable) trains only in this process."""
-    from annealbench import models
+    from annealbench import executors, models
 
-    if executor == "local" and workers in (1, "auto"):
-        from annealbench import executors
-
-        if executors.auto_workers(study.template().device) == 1 or workers == 1:
-            return
     local = [m for m in study.models if models.spec(m).origin == "registered"]
-    if local:
-        raise StudyError(
-            f"model {', '.join(local)} is registered in this process only, so worker "
-            "processes cannot build it; define its factory in a module (import path "
-            "package.module:factory) or run with workers=1"
-        )
+    if not local or (executor == "local" and workers == 1):
+        return
+    auto = executor == "local" and workers == "auto"  # measured only when it decides
+    if auto and executors.auto_workers(study.template().device) == 1:
+        return
+    raise StudyError(
+        f"model {', '.join(local)} is registered in this process only, so worker "
+        "processes cannot build it; define its factory in a module (import path "
+        "package.module:factory) or run with workers=1"
+    )
 
 
 # -- presets -----------------------------------------------------------------------------

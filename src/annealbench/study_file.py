@@ -117,16 +117,17 @@ def _names(value: Any, key: str, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _path_like(ref: str) -> bool:
-    return ref.endswith(".npz") or ref.startswith((".", "~")) or "/" in ref
-
-
 def _datasets(value: Any, folder: Path | None, where: str) -> tuple[str, ...]:
     """Dataset references (paths made relative to the file's folder); tables define."""
     from annealbench import data
+    from annealbench.data import sources
 
     def place(ref: str) -> str:
-        if folder is not None and _path_like(ref) and not Path(ref).expanduser().is_absolute():
+        if (
+            folder is not None
+            and sources.looks_like_path(ref)
+            and not Path(ref).expanduser().is_absolute()
+        ):
             return str(folder / ref)
         return ref
 

@@ -36,7 +36,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from annealbench.store import Store
     from annealbench.study import Study
 
-__all__ = ["Choice", "add_final_runs", "budget_line", "check", "choice_line", "choose",
+__all__ = ["Choice", "add_final_runs", "best_scale", "budget_line", "check", "choice_line",
+           "choose",
            "final_configs", "scores", "search_configs"]  # fmt: skip
 
 #: (dataset, model, method) -> the chosen scale.
@@ -118,9 +119,13 @@ def scores(runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
     """One row per search run: dataset, model, method, lr_scale, seed, status, val_score
     (its mean validation accuracy over its last 10% of epochs; NaN if diverged or unfinished)."""
     search = runs.loc[runs["seed"] >= TUNING_SEED]
+    curves = {
+        run_id: curve.to_numpy(dtype=float)
+        for run_id, curve in epochs.sort_values("epoch").groupby("run_id")["val_acc"]
+    }
     rows = []
     for run in search.itertuples():
-        curve = epochs.loc[epochs["run_id"] == run.run_id, "val_acc"].to_numpy(dtype=float)
+        curve = curves.get(run.run_id, ())
         value = math.nan
         if run.status == "done" and len(curve):
             value = float(curve[-last_epochs(len(curve)) :].mean())
@@ -130,6 +135,16 @@ def scores(runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
 
     columns = ["dataset", "model", "method", "lr_scale", "seed", "status", "val_score"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def best_scale(per_scale: Mapping[float, float]) -> float | None:
+    """The tuning rule on one cell's candidate scales (scale -> mean validation score; a
+    scale at which a run diverged is no candidate): the highest score, ties to the scale
+    nearest 1; None without a candidate."""
+    scored = {float(s): v for s, v in per_scale.items() if not math.isnan(v)}
+    if not scored:
+        return None
+    return max(scored, key=lambda s: (scored[s], -abs(math.log(s))))
 
 
 def choose(study: Study, search: pd.DataFrame) -> Choice:
@@ -145,11 +160,9 @@ def choose(study: Study, search: pd.DataFrame) -> Choice:
         per_scale = cell.groupby("lr_scale")["val_score"].agg(
             lambda v: v.mean() if v.notna().all() else math.nan
         )
-        per_scale = per_scale.dropna()
-        if per_scale.empty:
-            continue
-        best = max(per_scale.index, key=lambda s: (per_scale[s], -abs(math.log(s))))
-        chosen[(d, m, meth)] = float(best)
+        best = best_scale(per_scale.to_dict())
+        if best is not None:
+            chosen[(d, m, meth)] = best
     return chosen
 
 

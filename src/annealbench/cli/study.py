@@ -274,17 +274,14 @@ def _run_study_from_options(
 
 def _grid_line(study: Study) -> str:
     """``12 runs (1 dataset x 1 model x 12 methods x 1 trial)``."""
-    tuning = ""
+    trials = plural(study.trials, "trial")
     if study.tune_scales:
-        tuning = f" + {plural(len(study.tune_scales), 'scale')} x {study.tune_trials} tuning seed"
+        scales = plural(len(study.tune_scales), "scale")
+        trials = f"({trials} + {scales} x {study.tune_trials} tuning seed)"
     return (
         f"{plural(study.n_runs, 'run')} ({plural(len(study.datasets), 'dataset')} x "
         f"{plural(len(study.models), 'model')} x {plural(len(study.methods), 'method')} x "
-        f"({plural(study.trials, 'trial')}{tuning}))"
-        if tuning
-        else f"{plural(study.n_runs, 'run')} ({plural(len(study.datasets), 'dataset')} x "
-        f"{plural(len(study.models), 'model')} x {plural(len(study.methods), 'method')} x "
-        f"{plural(study.trials, 'trial')})"
+        f"{trials})"
     )
 
 

@@ -84,13 +84,12 @@ def search_grid(search: pd.DataFrame | None, runs: pd.DataFrame) -> pd.DataFrame
 
 
 def _best_scale(cell: pd.DataFrame) -> float | None:
-    """The tuning rule (annealbench.tuning.choose): the highest mean validation score of
-    the scales at which no run diverged, ties to the scale nearest 1."""
-    scored = cell.loc[cell["diverged"] == 0].dropna(subset=["val_score"])
-    if scored.empty:
-        return None
-    best = max(scored.itertuples(), key=lambda r: (r.val_score, -abs(math.log(float(r.lr_scale)))))
-    return float(best.lr_scale)
+    """The tuning rule (:func:`annealbench.tuning.best_scale`) on the scales at which no
+    run diverged."""
+    candidates = cell.loc[cell["diverged"] == 0]
+    return tuning.best_scale(
+        dict(zip(candidates["lr_scale"], candidates["val_score"], strict=True))
+    )
 
 
 def chosen_scales(grid: pd.DataFrame, runs: pd.DataFrame) -> dict[tuple[str, str, str], float]:
