@@ -10,13 +10,14 @@ import torch
 
 from annealbench import data
 from annealbench.errors import ConfigError
-from annealbench.training import RunConfig, train
+from annealbench.training import RunConfig, train, train_group
 from annealbench.training.batched import check_batchable
 from annealbench.training.single import SingleStepper
 
 
 def config(**kw) -> RunConfig:
-    return RunConfig("fashion-mnist", "nn2", "sig+", epochs=1, subset=512, device="cpu", **kw)
+    kw = {"method": "sig+", "epochs": 1, **kw}
+    return RunConfig("fashion-mnist", "nn2", subset=512, device="cpu", **kw)
 
 
 def test_defaults_leave_the_run_key_as_it_was() -> None:
@@ -48,17 +49,50 @@ def test_weight_decay_on_weights_leaves_biases_undecayed() -> None:
     assert len(everything["params"]) == 2
 
 
-def test_the_readings_change_the_numbers_and_batching_refuses_weights_only() -> None:
+def test_the_readings_change_the_numbers_and_groups_share_a_reading() -> None:
     base = train(config()).epochs[-1]
     unit = train(config(input_scaling="unit")).epochs[-1]
     weights = train(config(weight_decay_on="weights")).epochs[-1]
     assert unit.train_loss != base.train_loss and weights.train_loss != base.train_loss
-    group = [config(weight_decay_on="weights", seed=s) for s in range(2)]
-    with pytest.raises(ConfigError, match="decays every parameter"):
-        check_batchable(group)
     mixed = [config(), dataclasses.replace(config(), input_scaling="unit", seed=1)]
     with pytest.raises(ConfigError, match="runs differ in input_scaling"):
         check_batchable(mixed)
+    mixed = [config(), dataclasses.replace(config(), weight_decay_on="weights", seed=1)]
+    with pytest.raises(ConfigError, match="runs differ in weight_decay_on"):
+        check_batchable(mixed)
+
+
+def test_weights_only_decay_trains_batched_as_alone_and_resumes_in_either_engine(tmp_path):
+    """The batched update decays the same tensors as torch's two groups, and a group's
+    checkpoint (its optimizer state in torch's order) continues alone, and back."""
+    configs = [
+        config(weight_decay_on="weights", epochs=2, method=m, seed=s)
+        for m, s in (("sig+", 0), ("adam", 1), ("adamw-cosine", 2))
+    ]
+    grouped = train_group(configs)
+    for cfg, result in zip(configs, grouped, strict=True):
+        single = train(cfg)
+        for a, b in zip(single.epochs, result.epochs, strict=True):
+            assert b.lr == a.lr
+            assert b.train_loss == pytest.approx(a.train_loss, rel=1e-5)
+            assert b.test_loss == pytest.approx(a.test_loss, rel=1e-5)
+    # weight decay on all parameters gives other numbers: the mask is in effect
+    everything = train_group([dataclasses.replace(c, weight_decay_on="all") for c in configs])
+    assert everything[0].epochs[-1].train_loss != grouped[0].epochs[-1].train_loss
+
+    paths = [tmp_path / f"run{i}.pt" for i in range(len(configs))]
+
+    def stop(index: int, record) -> None:
+        if index == len(configs) - 1 and record.epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_group(configs, checkpoint_paths=paths, on_epoch=stop)
+    for i, cfg in enumerate(configs):
+        continued = train(cfg, checkpoint_path=paths[i])
+        assert continued.epochs[-1].test_loss == pytest.approx(
+            grouped[i].epochs[-1].test_loss, rel=1e-5
+        )
 
 
 @pytest.mark.parametrize(

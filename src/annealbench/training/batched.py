@@ -28,7 +28,7 @@ from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 from annealbench import models as models_mod
 from annealbench.errors import ConfigError
 from annealbench.training.config import RunConfig
-from annealbench.training.parts import resolve_device
+from annealbench.training.parts import decayed_first, resolve_device, run_optimizer
 from annealbench.training.single import EVAL_BATCH
 
 __all__ = [
@@ -146,7 +146,10 @@ def check_batchable(configs: Sequence[RunConfig]) -> None:
         config.validate()
     first = configs[0]
     problems: list[str] = []
-    for name in ("dataset", "model", "batch_size", "subset", "validation", "input_scaling"):
+    for name in (
+        "dataset", "model", "batch_size", "subset", "validation", "input_scaling",
+        "weight_decay_on",
+    ):  # fmt: skip
         values = sorted({repr(getattr(c, name)) for c in configs})
         if len(values) > 1:
             problems.append(f"runs differ in {name} ({', '.join(values)})")
@@ -159,8 +162,6 @@ def check_batchable(configs: Sequence[RunConfig]) -> None:
     for name in ("bf16", "compile", "channels_last"):
         if any(getattr(c, name) for c in configs):
             problems.append(f"{name} is not supported by batched training")
-    if any(c.weight_decay_on != "all" for c in configs):
-        problems.append("batched training decays every parameter (weight_decay_on='all')")
     for config in configs:
         try:
             method_rule(config)
@@ -237,6 +238,7 @@ def batched_update(
     grads: list[torch.Tensor],
     state: dict[str, Any],
     lrs: torch.Tensor | Sequence[float],
+    decayed: int | None = None,
 ) -> None:
     """One optimizer step on stacked (k, ...) tensors, run i at rate ``lrs[i]``, in place.
 
@@ -245,7 +247,8 @@ def batched_update(
     ``s = alpha*s + (1-alpha)*g^2``, ``p -= lr*g/(sqrt(s)+eps)``; Adam with bias correction.
     ``state`` holds ``step`` (an int, shared by the k runs) and the stacked buffers;
     ``lrs`` is a float64 tensor on the parameters' device (or a list of floats).
-    ``grads`` are consumed: weight decay is added to them in place.
+    ``grads`` are consumed: weight decay is added to them in place. Only the first
+    ``decayed`` tensors (all when None) are decayed (``weight_decay_on="weights"``).
     """
     if not isinstance(lrs, torch.Tensor):
         lrs = torch.tensor(list(lrs), dtype=torch.float64, device=params[0].device)
@@ -253,8 +256,9 @@ def batched_update(
         step = int(state.get("step", 0)) + 1
         state["step"] = step
         wd = float(rule.get("weight_decay"))
-        if wd != 0 and rule.kind != "adamw":
-            torch._foreach_add_(grads, params, alpha=wd)  # torch: grad.add(param, alpha=wd)
+        n = len(params) if decayed is None else decayed
+        if wd != 0 and rule.kind != "adamw" and n:
+            torch._foreach_add_(grads[:n], params[:n], alpha=wd)  # torch: grad.add(param, alpha=wd)
         if rule.kind == "sgd":
             _sgd(rule, params, grads, state, lrs)
         elif rule.kind == "rmsprop":
@@ -266,7 +270,7 @@ def batched_update(
             torch._foreach_add_(avg, eps)
             torch._foreach_addcmul_(params, torch._foreach_div(grads, avg), _per_run(-lrs, params))
         else:
-            _adam(rule, params, grads, state, lrs, step, wd)
+            _adam(rule, params, grads, state, lrs, step, wd, n)
 
 
 def _sgd(rule: OptimizerRule, params: list, grads: list, state: dict, lrs: torch.Tensor) -> None:
@@ -286,12 +290,13 @@ def _sgd(rule: OptimizerRule, params: list, grads: list, state: dict, lrs: torch
 
 def _adam(
     rule: OptimizerRule, params: list, grads: list, state: dict, lrs: torch.Tensor, step: int,
-    wd: float,
+    wd: float, decayed: int,
 ) -> None:  # fmt: skip
     beta1, beta2 = (float(b) for b in rule.get("betas"))
     eps = float(rule.get("eps"))
-    if rule.kind == "adamw" and wd != 0:
-        torch._foreach_mul_(params, _per_run(1 - lrs * wd, params))  # param.mul_(1 - lr * wd)
+    if rule.kind == "adamw" and wd != 0 and decayed:
+        kept = params[:decayed]
+        torch._foreach_mul_(kept, _per_run(1 - lrs * wd, kept))  # param.mul_(1 - lr * wd)
     means = state.setdefault("exp_avg", [torch.zeros_like(p) for p in params])
     squares = state.setdefault("exp_avg_sq", [torch.zeros_like(p) for p in params])
     torch._foreach_lerp_(means, grads, 1 - beta1)
@@ -337,15 +342,16 @@ class GroupStepper:
         self.rules = [rules[i] for i in self.order]
         # torch's param_groups of each run's optimizer: the settings a checkpoint records.
         self._groups = [
-            configs[i]
-            .method_spec()
-            .make_optimizer(models[i].parameters())
-            .state_dict()["param_groups"]
+            run_optimizer(configs[i], list(models[i].parameters())).state_dict()["param_groups"]
             for i in self.order
         ]
         params, _buffers = stack_module_state([models[i] for i in self.order])  # type: ignore[arg-type]
-        self.params = {name: p.detach() for name, p in params.items()}
-        self.names = list(self.params)
+        # The parameters in the order of each run's torch optimizer (decayed ones first),
+        # so every update and every saved state entry lines up with torch's own.
+        order, self._decayed = decayed_first(configs[0], list(models[0].parameters()))
+        names = list(params)
+        self.names = [names[i] for i in order]
+        self.params = {name: params[name].detach() for name in self.names}
         self._base = copy.deepcopy(models[0]).to("meta")  # the architecture, no weights
         self._loss_grad = vmap(grad_and_value(self._loss, has_aux=True))
         self._logits = vmap(self._forward, in_dims=(0, None))
@@ -382,6 +388,7 @@ class GroupStepper:
                 [grads[name][part] for name in self.names],
                 segment.state,
                 step_rates[part],
+                self._decayed,
             )
         return loss.detach(), logits
 

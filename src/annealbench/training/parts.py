@@ -57,6 +57,25 @@ def initial_model(
     return model
 
 
+def decayed_first(config: RunConfig, params: list[torch.Tensor]) -> tuple[list[int], int]:
+    """The order torch's optimizer of the run holds ``params`` in, and how many of them
+    (first) are decayed. ``weight_decay_on="weights"`` decays matrices and kernels only:
+    biases and other 1-D parameters go to a second group without weight decay."""
+    if config.weight_decay_on == "weights":
+        decayed = [i for i, p in enumerate(params) if p.dim() > 1]
+        rest = [i for i, p in enumerate(params) if p.dim() <= 1]
+        return decayed + rest, len(decayed)
+    return list(range(len(params))), len(params)
+
+
+def run_optimizer(config: RunConfig, params: list[torch.Tensor]) -> torch.optim.Optimizer:
+    """The run's torch optimizer over ``params``, with its weight-decay groups."""
+    order, n_decayed = decayed_first(config, params)
+    return config.method_spec().make_optimizer(
+        [params[i] for i in order[:n_decayed]], undecayed=[params[i] for i in order[n_decayed:]]
+    )
+
+
 @dataclass(frozen=True)
 class RatePlan:
     """A run's learning rate after ``k`` optimizer updates: ``schedule(progress(k))``.

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from annealbench.errors import ConfigError
 from annealbench.training.config import RunConfig
+from annealbench.training.parts import run_optimizer
 
 __all__ = ["EVAL_BATCH", "SingleStepper"]
 
@@ -39,13 +40,7 @@ class SingleStepper:
                 "statistics would have to be recomputed at the averaged weights before every "
                 "evaluation; annealbench does not do that yet: use a model without BatchNorm"
             )
-        params = list(model.parameters())
-        if config.weight_decay_on == "weights":  # biases and other 1-D parameters undecayed
-            self.optimizer = method.make_optimizer(
-                [p for p in params if p.dim() > 1], undecayed=[p for p in params if p.dim() <= 1]
-            )
-        else:
-            self.optimizer = method.make_optimizer(params)
+        self.optimizer = run_optimizer(config, list(model.parameters()))
         self.forward: Any = torch.compile(model) if config.compile else model
         self.rates: list[float] = []
 
