@@ -13,7 +13,7 @@ install: $(STAMP) system-deps
 # The venv is rebuilt only when the package metadata changes.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -e '.[test,ray,parquet]'
+	$(BIN)/python -m pip install -q -e '.[test,ray,parquet,jax,keras,hf,lightning,tracking]'
 	touch $(STAMP)
 
 system-deps:

@@ -529,6 +529,7 @@ def preflight(
     gpu_fraction: float | None = None,
     max_retries: int = 2,
     batched: str = "auto",
+    log: Sequence[str] = (),
 ) -> None:
     """Everything :func:`run_study` checks before it opens the store: the study
     (:meth:`Study.validate`), ``batched``, the executor's options, the data root, the
@@ -540,6 +541,10 @@ def preflight(
     study.validate()
     _check_portable(study, executor, workers)
     check_batched(study, batched, executor)
+    if log:
+        from annealbench import tracking
+
+        tracking.check(log)  # a bad --log spec: an error before anything is stored
     executors.check_options(
         executor, workers=workers, threads=threads, address=address, cpus_per_run=cpus_per_run,
         gpu_fraction=gpu_fraction, max_retries=max_retries,
@@ -608,8 +613,11 @@ class _Driver:
 
     def __init__(self, store: Store, study_id: int, total: int, finished: int, ckpt: str | Path,
                  max_retries: int, progress: bool, device: str,
-                 batched: str = "off") -> None:  # fmt: skip
+                 batched: str = "off", loggers: Sequence[Any] = ()) -> None:  # fmt: skip
         self.store = store
+        # Mirrors of the runs (annealbench.tracking), told of every epoch and end after
+        # the store has it; one that fails is dropped with a warning, the runs go on.
+        self.loggers = list(loggers)
         self.device = device
         self.batched = batched
         self.study_id = study_id
@@ -689,8 +697,20 @@ class _Driver:
             self.write(f"run {_describe(claim)}: {exc}")
             return
         self.epochs_seen[claim.run_id] = int(record["epoch"])
+        self._tell("epoch", claim, record)
         self._postfix()
         self.tick()
+
+    def _tell(self, event: str, claim: Claim, *args: Any) -> None:
+        for logger in list(self.loggers):
+            try:
+                getattr(logger, event)(claim, *args)
+            except Exception as exc:  # a tracking backend's failure never stops a study
+                self.loggers.remove(logger)
+                self.write(
+                    f"logging to {logger} stopped: {type(exc).__name__}: {exc}; the study "
+                    "goes on, and rerunning it with the same --log fills in what is missing"
+                )
 
     def finished(self, claim: Claim, outcome: RunOutcome) -> None:
         """Store a run's final status, its full epoch list and environment; drop its checkpoint."""
@@ -704,6 +724,7 @@ class _Driver:
             self.write(f"run {_describe(claim)}: {exc}")
             self._forget(claim)
             return
+        self._tell("finished", claim, status, outcome.epochs)
         if status in ("done", "diverged"):
             # With any temporary file of a worker killed while saving it.
             self.checkpoint(claim).remove()
@@ -761,6 +782,9 @@ class _Driver:
             print(message, file=sys.stderr)
 
     def close(self) -> None:
+        for logger in self.loggers:
+            with contextlib.suppress(Exception):
+                logger.close()
         if self.bar is not None:
             self.bar.close()
 
@@ -943,6 +967,7 @@ def run_study(
     progress: bool = True,
     retry_failed: bool = True,
     batched: str = "auto",
+    log: Sequence[str] = (),
 ) -> StudyOutcome:
     """Run (or resume) every unfinished run of ``study``, storing results in ``store_path``.
 
@@ -951,20 +976,21 @@ def run_study(
     ``workers``: local worker processes, or ``"auto"`` (one per idle core; the command
     line's default). ``batched`` (auto, on, off): whether the local executor trains runs of
     one dataset and model together in one vectorized pass (:func:`group_size`); Ray trains
-    one run per task. Everything is checked first (:func:`preflight`): a study that cannot
-    run stores nothing.
+    one run per task. ``log``: where each run is mirrored as it trains
+    (:mod:`annealbench.tracking`: ``tensorboard:DIR``, ``mlflow:URI``). Everything is
+    checked first (:func:`preflight`): a study that cannot run stores nothing.
     """
 
     preflight(study, store_path, executor=executor, workers=workers, threads=threads,
               data_root=data_root, checkpoint_dir=checkpoint_dir, address=address,
               cpus_per_run=cpus_per_run, gpu_fraction=gpu_fraction,
-              max_retries=max_retries, batched=batched)  # fmt: skip
+              max_retries=max_retries, batched=batched, log=log)  # fmt: skip
     ckpt: str | Path = checkpoint_dir or default_checkpoint_dir(store_path)
     if not is_uri(ckpt):
         ckpt = Path(ckpt)
     how = dict(executor=executor, workers=workers, threads=threads, data_root=data_root,
                address=address, cpus_per_run=cpus_per_run, gpu_fraction=gpu_fraction,
-               max_retries=max_retries, progress=progress)  # fmt: skip
+               max_retries=max_retries, progress=progress, log=tuple(log))  # fmt: skip
     with Store(store_path) as store:
         study_id, study = grow_study(store, study)  # the study as stored: maybe a larger grid
         if retry_failed:
@@ -1005,12 +1031,17 @@ def _train_pending(
     counts = _counts(store, study.name)
     finished = sum(counts.get(s, 0) for s in ("done", "diverged", "failed"))
     device = study.template().device
+    loggers: list[Any] = []
+    if how["log"]:
+        from annealbench import tracking
+
+        loggers = tracking.open_all(how["log"], study.name)
     driver = _Driver(
         store, study_id, study.n_runs, finished, ckpt, how["max_retries"], how["progress"],
-        device, batched if how["executor"] == "local" else "off",
+        device, batched if how["executor"] == "local" else "off", loggers,
     )  # fmt: skip
-    chosen = executors.make(how["executor"], device=device,
-                            **{k: v for k, v in how.items() if k != "executor"})  # fmt: skip
+    options = {k: v for k, v in how.items() if k not in ("executor", "log")}
+    chosen = executors.make(how["executor"], device=device, **options)
     interrupted = False
     try:
         chosen.run_all(driver)

@@ -143,6 +143,12 @@ def run_command(  # long: one typer option per line, the command's whole interfa
         None, "--methods-file", help="TOML file with \\[methods.NAME] tables of your own methods."
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
+    log: list[str] = typer.Option(
+        [],
+        "--log",
+        help="Mirror every run as it trains: tensorboard:DIR or mlflow:URI (e.g. "
+        "mlflow:sqlite:///mlruns.db or mlflow:./mlruns); repeat for several.",
+    ),
 ) -> None:
     """Run a study (a STUDY_FILE, a --preset, or a grid of options), resuming whatever an
     earlier run left unfinished."""
@@ -158,7 +164,7 @@ def run_command(  # long: one typer option per line, the command's whole interfa
                    "data_root": data_root, "checkpoint_dir": checkpoint_dir,
                    "address": address, "cpus_per_run": cpus_per_run,
                    "gpu_fraction": gpu_fraction, "max_retries": max_retries,
-                   "progress": progress, "batched": batched}  # fmt: skip
+                   "progress": progress, "batched": batched, "log": tuple(log)}  # fmt: skip
     _run_study_from_options(store, grid, options, run_options)
 
 
