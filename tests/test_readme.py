@@ -49,7 +49,7 @@ ADDED = {
 #: Per preset: a smaller grid (quick holds 48 runs, the paper's presets 480 of 4 models).
 PRESET_GRID = {
     "quick": {"--methods": "sig+,adam"},
-    "modern-quick": {"--methods": "wsd,sf-sgd"},
+    "modern-quick": {"--methods": "wsd,sf-sgd", "--budgets": "100"},
     "paper-fashion-mnist": {"--models": "nn2", "--methods": "sig+,adam"},
 }
 

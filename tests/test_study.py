@@ -579,7 +579,7 @@ def test_presets_command_lists_every_preset_with_its_size() -> None:
     assert result.exit_code == 0, result.output
     rows = {line.split()[0]: line.split()[1:3] for line in result.output.splitlines()[1:-1]
             if line.strip() and not line.startswith(" ")}  # fmt: skip
-    assert rows == {"quick": ["48", "6"], "modern-quick": ["54", "6"],
+    assert rows == {"quick": ["48", "6"], "modern-quick": ["108", "8"],
                     "modern-fashion-mnist": ["1260", "100"],
                     "paper-mnist": ["480", "100"],
                     "paper-fashion-mnist": ["480", "100"], "paper-svhn": ["600", "100"],

@@ -9,6 +9,8 @@ their last epoch checkpoint (``<store>.checkpoints/`` by default). Trials are se
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import math
 import os
 import shlex
@@ -61,6 +63,9 @@ class Study:
     #: split with ``tune_trials`` tuning seeds before the final trials (annealbench.tuning).
     tune_scales: tuple[float, ...] = ()
     tune_trials: int = 1
+    #: Training budgets in percent of ``epochs`` (100 always among them): every final trial
+    #: also runs at each shorter budget (:func:`budget_configs`; a tuning search runs at 100).
+    budgets: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         # File paths are made absolute here, so workers in other folders find the data.
@@ -75,7 +80,32 @@ class Study:
     def n_runs(self) -> int:
         """Every run: the final trials, and the tuning search's runs of a tuned study."""
         cells = len(self.datasets) * len(self.models) * len(self.methods)
-        return cells * (self.trials + len(self.tune_scales) * self.tune_trials)
+        budgets = max(len(self.budget_epochs()), 1)
+        return cells * (self.trials * budgets + len(self.tune_scales) * self.tune_trials)
+
+    def budget_epochs(self) -> list[tuple[int, int | None]]:
+        """``(epochs, full_epochs)`` of each budget, the full one first (empty without
+        budgets). StudyError for a budget that is not a whole number of epochs."""
+        from annealbench.training.config import DEFAULT_EPOCHS
+
+        if not self.budgets:
+            return []
+        epochs = self.options.get("epochs", DEFAULT_EPOCHS)
+        out: list[tuple[int, int | None]] = [(epochs, None)]
+        for budget in sorted(set(self.budgets) - {100}, reverse=True):
+            if isinstance(budget, bool) or not isinstance(budget, int) or not 0 < budget < 100:
+                raise StudyError(
+                    f"budgets must be whole percentages from 1 to 100, e.g. 25,50,100; got "
+                    f"{budget!r}"
+                )
+            if not isinstance(epochs, int) or (epochs * budget) % 100:
+                raise StudyError(
+                    f"budget {budget}% of {epochs} epochs is {epochs * budget / 100:g} epochs: "
+                    "choose budgets that are whole epochs (e.g. 25,50,100 with --epochs 8, 20 "
+                    "or 100)"
+                )
+            out.append((epochs * budget // 100, epochs))
+        return out
 
     def validate(self) -> None:
         """Raise StudyError unless every run of the study can train: checked before anything
@@ -93,6 +123,7 @@ class Study:
         tuning.check(self)
         _check_options(self)
         _check_methods(self)
+        _check_budgets(self)
         _check_fit(self)
 
     def template(self) -> Any:
@@ -112,13 +143,13 @@ class Study:
             from annealbench import tuning
 
             return tuning.search_configs(self)
-        return [
+        return budget_configs(self, [
             RunConfig(dataset=d, model=m, method=meth, seed=seed, **self.options)
             for seed in range(self.trials)
             for d in self.datasets
             for m in self.models
             for meth in self.methods
-        ]
+        ])  # fmt: skip
 
     def settings(self) -> dict[str, Any]:
         """What the store keeps to recognise a rerun: the grid and every run option."""
@@ -139,6 +170,8 @@ class Study:
         }
         if self.tune_scales:
             settings["tune"] = {"scales": list(self.tune_scales), "trials": self.tune_trials}
+        if self.budgets:
+            settings["budgets"] = sorted({*self.budgets, 100})
         configs = self.configs()
         first_seed = [c for c in configs if c.seed == configs[0].seed]
         for key, of, field_name in (
@@ -416,7 +449,8 @@ def estimate(name: str) -> dict[str, Any]:
         train_n = min(spec.train_size, study.options.get("subset") or spec.train_size)
         for model in study.models:
             per_run = epochs * forward.get(model, math.nan) * 1e6 * (3 * train_n + spec.test_size)
-            runs = study.trials + len(study.tune_scales) * study.tune_trials  # + the search
+            budgets = sum(e for e, _ in study.budget_epochs()) / epochs or 1.0  # + shorter
+            runs = study.trials * budgets + len(study.tune_scales) * study.tune_trials
             flops += per_run * len(study.methods) * runs
     return {
         "name": name,
@@ -613,8 +647,14 @@ class _Driver:
 
     def __init__(self, store: Store, study_id: int, total: int, finished: int, ckpt: str | Path,
                  max_retries: int, progress: bool, device: str,
-                 batched: str = "off", loggers: Sequence[Any] = ()) -> None:  # fmt: skip
+                 batched: str = "off", loggers: Sequence[Any] = (),
+                 branches: Mapping[int, list[Branch]] | None = None) -> None:  # fmt: skip
         self.store = store
+        # Shorter WSD budgets by their trunk's run id: held back from claims, they get a
+        # checkpoint when the trunk passes their branch epoch (branched: run id -> epochs).
+        self.branches = dict(branches or {})
+        self.hold = {b.run_id for bs in self.branches.values() for b in bs}
+        self.branched: dict[int, int] = {}
         # Mirrors of the runs (annealbench.tracking), told of every epoch and end after
         # the store has it; one that fails is dropped with a warning, the runs go on.
         self.loggers = list(loggers)
@@ -649,7 +689,9 @@ class _Driver:
         if self.fatal is not None:
             return []
         claims: list[Claim] = []
-        while not claims and (pending := self.store.pending_group(self.study_id, limit)):
+        while not claims and (
+            pending := self.store.pending_group(self.study_id, limit, exclude=self.hold)
+        ):
             try:
                 runs = [RunConfig.from_dict(p.config) for p in pending]
             except (TypeError, ValueError):  # a bad stored config: alone, it fails as a run
@@ -697,9 +739,31 @@ class _Driver:
             self.write(f"run {_describe(claim)}: {exc}")
             return
         self.epochs_seen[claim.run_id] = int(record["epoch"])
+        for branch in self.branches.get(claim.run_id, ()):
+            if branch.epoch == int(record["epoch"]):
+                self._branch(claim, branch)
         self._tell("epoch", claim, record)
         self._postfix()
         self.tick()
+
+    def _branch(self, trunk: Claim, branch: Branch) -> None:
+        """Give ``branch`` the trunk's checkpoint of this epoch as its own: the same state
+        its own training would reach, bit for bit (same seed, batch order and rates)."""
+        from annealbench.training import checkpoint as ckpt_mod
+
+        target = checkpoint_path(self.ckpt, branch)  # type: ignore[arg-type]
+        if target.exists():  # it trained (or branched) already
+            return
+        try:
+            state = ckpt_mod.load_checkpoint(self.checkpoint(trunk), branch.trunk)
+        except Exception:  # no checkpoint, or the trunk moved on: the branch trains it all
+            return
+        if state.get("epoch") != branch.epoch or state.get("status") != "running":
+            return
+        state["config"] = branch.config.identity()
+        state["records"] = [dataclasses.asdict(r) for r in state["records"]]
+        ckpt_mod.save_atomic(state, target)
+        self.branched[branch.run_id] = branch.epoch
 
     def _tell(self, event: str, claim: Claim, *args: Any) -> None:
         for logger in list(self.loggers):
@@ -866,6 +930,35 @@ def grow_study(store: Store, study: Study) -> tuple[int, Study]:
     return study_id, grown
 
 
+def _check_budgets(study: Study) -> None:
+    """Each budget a whole number of epochs, and every shorter WSD budget's cooldown after
+    the full run's warmup (checked at the study's real number of updates per epoch)."""
+    from annealbench.training.parts import RatePlan, steps_per_epoch
+
+    budgets = study.budget_epochs()
+    for dataset in study.datasets if budgets else ():
+        template = replace(study.template(), dataset=dataset, custom_dataset=None)
+        size = template.subset or template.dataset_spec().train_size
+        steps = steps_per_epoch(size, template.batch_size)
+        for method in study.methods:
+            for epochs, full in budgets[1:]:
+                config = replace(template, method=method, epochs=epochs, full_epochs=full)
+                try:
+                    RatePlan.for_run(config, steps)
+                except ConfigError as exc:
+                    raise StudyError(f"budget {100 * epochs // full}%: {exc}") from None
+
+
+def budget_configs(study: Study, configs: Sequence[RunConfig]) -> list[RunConfig]:
+    """``configs`` (full-budget runs) followed by their copies at each shorter budget of the
+    study, budget by budget: every full run (the trunk a shorter WSD budget branches from)
+    comes before the shorter runs."""
+    out = list(configs)
+    for epochs, full in study.budget_epochs()[1:]:
+        out += [replace(c, epochs=epochs, full_epochs=full) for c in configs]
+    return out
+
+
 def _define_stored_datasets(name: str, stored: Mapping[str, Any]) -> None:
     """The named user datasets a stored study holds, defined in this process from their
     stored definitions (as stored user methods are), so the grown grid can be checked."""
@@ -924,7 +1017,7 @@ def _union_configs(study: Study, stored: Mapping[str, Any]) -> list[RunConfig]:
                         trials=int(stored["trials"]))  # fmt: skip
         return tuning.search_configs(grown, stored)
     try:
-        return [
+        return budget_configs(study, [
             RunConfig(
                 d,
                 m,
@@ -933,12 +1026,12 @@ def _union_configs(study: Study, stored: Mapping[str, Any]) -> list[RunConfig]:
                 custom_method=custom.get(meth),
                 custom_dataset=datasets.get(d),
                 **study.options,
-            )  # fmt: skip
+            )
             for seed in range(int(stored["trials"]))
             for d in stored["datasets"]
             for m in stored["models"]
             for meth in stored["methods"]
-        ]
+        ])  # fmt: skip
     except ConfigError as exc:
         raise StudyError(
             f"study {study.name!r} holds a method this process cannot build: {exc}; load its "
@@ -1000,7 +1093,7 @@ def run_study(
             from annealbench import tuning
 
             print(tuning.budget_line(study))
-        driver, interrupted = _train_pending(store, study, study_id, ckpt, batched, how)
+        driver, interrupted = _train_branching(store, study, study_id, ckpt, batched, how)
         if study.tune_scales and not interrupted and driver.fatal is None:
             chosen, added = tuning.add_final_runs(store, study, study_id)
             if chosen:
@@ -1009,7 +1102,7 @@ def run_study(
                 )
             if added or _counts(store, study.name).get("pending"):
                 searched = driver
-                driver, interrupted = _train_pending(store, study, study_id, ckpt, batched, how)
+                driver, interrupted = _train_branching(store, study, study_id, ckpt, batched, how)
                 driver.failures[:0] = searched.failures
         final = _counts(store, study.name)
         if made and not (final.get("running") or final.get("pending")):
@@ -1020,12 +1113,79 @@ def run_study(
         )
 
 
-def _train_pending(
+@dataclass(frozen=True)
+class Branch:
+    """A shorter WSD budget that may start from its full-budget trunk's checkpoint: the two
+    runs take the same rates for the first ``epoch`` epochs (the warmup and plateau)."""
+
+    run_id: int
+    run_key: str
+    config: RunConfig
+    trunk: RunConfig
+    epoch: int
+
+
+def find_branches(store: Store, study: Study) -> dict[int, list[Branch]]:
+    """The study's pending shorter-budget runs that share a trunk with a full-budget run
+    still to train, by the trunk's run id (:meth:`RatePlan.shared_updates`)."""
+    from annealbench import data
+    from annealbench.training.parts import RatePlan, steps_per_epoch
+
+    if not study.budgets:
+        return {}
+    runs = store.runs_frame(study.name)
+    by_key = {row.run_key: row for row in runs.itertuples()}
+    out: dict[int, list[Branch]] = {}
+    for row in runs[(runs["budget"] < 100) & (runs["status"] == "pending")].itertuples():
+        config = RunConfig.from_dict(json.loads(row.config))
+        trunk = replace(config, epochs=config.full_epochs, full_epochs=None)
+        stem = by_key.get(trunk.key())
+        if stem is None or stem.status not in ("pending", "running"):
+            continue  # its trunk trained already (its checkpoint is gone): from scratch
+        size = config.subset or config.dataset_spec().train_size
+        if config.validation is not None:
+            size -= data.validation_size(config.validation, size)
+        steps = steps_per_epoch(size, config.batch_size)
+        shared = RatePlan.for_run(config, steps).shared_updates() // steps
+        if shared:
+            branch = Branch(int(row.run_id), row.run_key, config, trunk, shared)
+            out.setdefault(int(stem.run_id), []).append(branch)
+    return out
+
+
+def _train_branching(
     store: Store, study: Study, study_id: int, ckpt: str | Path, batched: str,
     how: Mapping[str, Any],
 ) -> tuple[_Driver, bool]:  # fmt: skip
+    """Train every pending run; shorter WSD budgets whose trunk trains now wait for it and
+    then start from the checkpoint it left at their branch epoch (:func:`find_branches`)."""
+    branches = find_branches(store, study)
+    if not branches:
+        return _train_pending(store, study, study_id, ckpt, batched, how)
+    driver, interrupted = _train_pending(store, study, study_id, ckpt, batched, how, branches)
+    if interrupted or driver.fatal is not None:
+        return driver, interrupted
+    first = driver
+    driver, interrupted = _train_pending(store, study, study_id, ckpt, batched, how)
+    driver.failures[:0] = first.failures
+    saved = sum(first.branched.values())
+    if saved:
+        epochs = sum(b.config.epochs for bs in branches.values() for b in bs)
+        print(
+            f"budgets: {len(first.branched)} shorter WSD run(s) started from their full-budget "
+            f"trunk's checkpoint: {saved} of their {epochs} epochs not trained again "
+            f"({100 * saved / epochs:.0f}% of their compute saved)"
+        )
+    return driver, interrupted
+
+
+def _train_pending(
+    store: Store, study: Study, study_id: int, ckpt: str | Path, batched: str,
+    how: Mapping[str, Any], branches: Mapping[int, list[Branch]] | None = None,
+) -> tuple[_Driver, bool]:  # fmt: skip
     """Train every pending run of the study now in the store (the driver, and whether it
-    was interrupted); Ctrl-C puts the runs in flight back."""
+    was interrupted); Ctrl-C puts the runs in flight back. ``branches``: runs held back
+    while their trunks train, which write their checkpoints at the branch epochs."""
     from annealbench import executors
 
     counts = _counts(store, study.name)
@@ -1038,7 +1198,7 @@ def _train_pending(
         loggers = tracking.open_all(how["log"], study.name)
     driver = _Driver(
         store, study_id, study.n_runs, finished, ckpt, how["max_retries"], how["progress"],
-        device, batched if how["executor"] == "local" else "off", loggers,
+        device, batched if how["executor"] == "local" else "off", loggers, branches or {},
     )  # fmt: skip
     options = {k: v for k, v in how.items() if k not in ("executor", "log")}
     chosen = executors.make(how["executor"], device=device, **options)

@@ -42,7 +42,7 @@ __all__ = ["KEYS", "load", "parse"]
 
 #: The top-level keys a study file may hold ([cost] and measured: the presets' listing).
 KEYS = ("name", "description", "datasets", "models", "methods", "trials", "run", "cost",
-        "measured", "tune_scales", "tune_trials")  # fmt: skip
+        "measured", "tune_scales", "tune_trials", "budgets")  # fmt: skip
 
 
 def load(path: str | Path, **overrides: Any) -> Study:
@@ -93,13 +93,18 @@ def parse(
         "trials": table.get("trials", DEFAULT_TRIALS),
     }
     options = dict(run)
-    given = {key: overrides.pop(key, None) for key in ("name", "tune_scales", "tune_trials")}
+    given = {
+        key: overrides.pop(key, None) for key in ("name", "tune_scales", "tune_trials", "budgets")
+    }
     name = given["name"] if given["name"] is not None else table.get("name", default_name)
     tune = {
         key: given[key] if given[key] is not None else table.get(key, default)
-        for key, default in (("tune_scales", ()), ("tune_trials", 1))
+        for key, default in (("tune_scales", ()), ("tune_trials", 1), ("budgets", ()))
     }
     tune["tune_scales"] = tuple(tune["tune_scales"])
+    if not isinstance(tune["budgets"], list | tuple):
+        raise StudyError(f"{where}: budgets must be a list of percentages, e.g. [25, 50, 100]")
+    tune["budgets"] = tuple(tune["budgets"])
     for key, value in overrides.items():
         if value is None:
             continue

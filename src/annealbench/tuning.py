@@ -85,15 +85,18 @@ def search_configs(study: Study, definitions: Mapping[str, Any] | None = None) -
 def final_configs(
     study: Study, chosen: Choice, definitions: Mapping[str, Any] | None = None
 ) -> list[RunConfig]:
-    """The final trials of every cell whose scale is chosen, seed-major."""
-    return [
+    """The final trials of every cell whose scale is chosen, seed-major, then the same at
+    each shorter budget (the search ran at the full budget; its choice holds for all)."""
+    from annealbench.study import budget_configs
+
+    return budget_configs(study, [
         _config(study, d, m, meth, seed, chosen[(d, m, meth)], definitions)
         for seed in range(study.trials)
         for d in study.datasets
         for m in study.models
         for meth in study.methods
         if (d, m, meth) in chosen
-    ]
+    ])  # fmt: skip
 
 
 def _config(

@@ -91,6 +91,14 @@ def run_command(  # long: one typer option per line, the command's whole interfa
         "--weight-decay-on",
         help="all parameters (default) or weights (not biases): a reading of the paper.",
     ),
+    budgets: str | None = typer.Option(
+        None,
+        "--budgets",
+        help="Also train every final trial at these percentages of --epochs (e.g. 25,50,100), "
+        "each a whole schedule in the shorter run (WSD keeps its warmup and plateau, and "
+        "its shorter budgets start from the full run's checkpoint); the report draws "
+        "accuracy and rank against budget.",
+    ),
     tune_scales: str | None = typer.Option(
         None,
         "--tune-scales",
@@ -155,7 +163,7 @@ def run_command(  # long: one typer option per line, the command's whole interfa
     grid = {"preset": preset, "study": study, "datasets": datasets, "models": models,
             "methods": methods, "trials": trials, "methods_file": methods_file,
             "study_file": study_file, "tune_scales": _scales(tune_scales),
-            "tune_trials": tune_trials}  # fmt: skip
+            "tune_trials": tune_trials, "budgets": _budgets(budgets)}  # fmt: skip
     options = {"epochs": epochs, "batch_size": batch_size, "subset": subset,
                "step_per": step_per, "device": device,
                "validation": _validation(validation), "input_scaling": input_scaling,
@@ -195,6 +203,16 @@ def _scales(value: str | None) -> tuple[float, ...] | None:
         raise fail(f"--tune-scales must be numbers separated by commas, got {value!r}") from None
 
 
+def _budgets(value: str | None) -> tuple[int, ...] | None:
+    """``--budgets 25,50,100`` as whole percentages (checked with the study)."""
+    if value is None:
+        return None
+    try:
+        return tuple(int(part) for part in _split(value) or ())
+    except ValueError:
+        raise fail(f"--budgets must be whole percentages like 25,50,100, got {value!r}") from None
+
+
 def _study_from_options(
     preset: str | None,
     study: str | None,
@@ -207,6 +225,7 @@ def _study_from_options(
     options: dict[str, Any],
     tune_scales: tuple[float, ...] | None = None,
     tune_trials: int | None = None,
+    budgets: tuple[int, ...] | None = None,
 ) -> Study:
     """The Study that ``annealbench run``'s options ask for (a study file or a preset,
     overridden, or a grid); loads ``methods_file`` first. A bad value raises ValueError."""
@@ -221,7 +240,7 @@ def _study_from_options(
     if preset is not None or study_file is not None:
         overrides = {"datasets": _split(datasets), "models": _split(models),
                      "methods": _split(methods), "trials": trials, "tune_scales": tune_scales,
-                     "tune_trials": tune_trials, **options}  # fmt: skip
+                     "tune_trials": tune_trials, "budgets": budgets, **options}  # fmt: skip
         if study_file is not None:
             grid = study_files.load(study_file, **overrides)
         else:
@@ -246,6 +265,7 @@ def _study_from_options(
         },
         tune_scales=tune_scales or (),
         tune_trials=1 if tune_trials is None else tune_trials,
+        budgets=budgets or (),
     )
 
 
@@ -284,6 +304,9 @@ def _grid_line(study: Study) -> str:
     if study.tune_scales:
         scales = plural(len(study.tune_scales), "scale")
         trials = f"({trials} + {scales} x {study.tune_trials} tuning seed)"
+    if study.budgets:
+        budgets = sorted({*study.budgets, 100})
+        trials += f" at {plural(len(budgets), 'budget')} ({', '.join(f'{b}%' for b in budgets)})"
     return (
         f"{plural(study.n_runs, 'run')} ({plural(len(study.datasets), 'dataset')} x "
         f"{plural(len(study.models), 'model')} x {plural(len(study.methods), 'method')} x "

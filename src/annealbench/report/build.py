@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from annealbench.errors import ReportError
-from annealbench.report import distance, figures, stats, tables, tuned
+from annealbench.report import budgets, distance, figures, stats, tables, tuned
 from annealbench.report.html import Page
 from annealbench.report.paper import (
     CITATION,
@@ -138,6 +138,9 @@ class Analysis:
     #: A tuned study's search, per method and scale (:func:`tuned.search_grid`); empty when
     #: no study of the report has a search.
     tuning: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=tuned.GRID_COLUMNS))
+    #: Results at each training budget (:func:`budgets.budget_table`); empty when every run
+    #: is a full-budget run. Every other field holds the full-budget runs only.
+    budgets: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=budgets.COLUMNS))
 
     @property
     def done_epochs(self) -> pd.DataFrame:
@@ -168,6 +171,14 @@ def analyze(
         raise ReportError("the store holds no runs: nothing to report")
     runs = runs.copy()
     runs["method"] = runs["method"].astype(str)
+    by_budget = pd.DataFrame(columns=budgets.COLUMNS)
+    full, shorter = budgets.split(runs)
+    if shorter:
+        try:
+            by_budget = budgets.budget_table(runs, epochs)
+        except ValueError as exc:
+            raise ReportError(str(exc)) from exc
+        runs = full
     # The run's key and status come from the runs frame (the source of truth for statuses).
     own = [c for c in epochs.columns if c in EPOCH_COLUMNS or c in OPTIONAL_EPOCH_COLUMNS]
     epochs = epochs[own].merge(runs[RUN_COLUMNS], on="run_id", how="inner")
@@ -195,6 +206,7 @@ def analyze(
         distance=distance.with_run_options(gap, settings),
         orderings=orderings,
         tuning=tuned.search_grid(search, runs),
+        budgets=by_budget,
     )
 
 
@@ -602,6 +614,9 @@ def _write_all(analysis: Analysis, folder: Path, source: str, schedule_epochs: i
     writer.write_csvs()
     writer.front_matter()
     writer.written += tuned.section(
+        writer.page, analysis, writer.markdown, writer.latex, writer.figure_folder
+    )
+    writer.written += budgets.section(
         writer.page, analysis, writer.markdown, writer.latex, writer.figure_folder
     )
     for dataset in analysis.datasets:

@@ -19,7 +19,7 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -346,10 +346,12 @@ class RunQueue(StoreFile):
     # -- claiming ------------------------------------------------------------------------
 
     def pending_group(
-        self, study_id: int, limit: int, lease_s: float = DEFAULT_LEASE_S
-    ) -> list[Pending]:
+        self, study_id: int, limit: int, lease_s: float = DEFAULT_LEASE_S,
+        exclude: Collection[int] = (),
+    ) -> list[Pending]:  # fmt: skip
         """Up to ``limit`` pending runs of the dataset and model of the first pending run,
-        in run order: candidates for one group. Empty when none is pending.
+        in run order: candidates for one group. Empty when none is pending. Runs in
+        ``exclude`` (run ids) are passed over.
 
         Runs left 'running' by a dead process (same host: its pid is gone; another host: no
         heartbeat for ``lease_s`` seconds) are put back to pending first, in a short write
@@ -365,11 +367,12 @@ class RunQueue(StoreFile):
                 "WHERE run_id = ?",
                 [(run_id,) for run_id in stale],
             )
+        held = "AND run_id NOT IN (SELECT value FROM json_each(?3))"
         rows = self._conn.execute(  # one statement: one consistent snapshot
-            "SELECT run_id, run_key, config FROM run WHERE study_id = ?1 AND status = 'pending' "
-            "AND (dataset, model) = (SELECT dataset, model FROM run WHERE study_id = ?1 AND "
-            "status = 'pending' ORDER BY run_id LIMIT 1) ORDER BY run_id LIMIT ?2",
-            (study_id, limit),
+            f"SELECT run_id, run_key, config FROM run WHERE study_id = ?1 AND status = 'pending' "
+            f"{held} AND (dataset, model) = (SELECT dataset, model FROM run WHERE study_id = ?1 "
+            f"AND status = 'pending' {held} ORDER BY run_id LIMIT 1) ORDER BY run_id LIMIT ?2",
+            (study_id, limit, json.dumps(sorted(int(i) for i in exclude))),
         ).fetchall()
         return [Pending(int(row[0]), row[1], json.loads(row[2])) for row in rows]
 

@@ -21,6 +21,10 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["StoreReaders"]
 
 
+#: A run's budget: its epochs as a percentage of its full budget's (100 for a full run).
+BUDGET = "coalesce(100.0 * r.epochs / json_extract(r.config, '$.full_epochs'), 100.0) AS budget"
+
+
 class StoreReaders(StoreFile):
     """The reading half of :class:`annealbench.store.Store`."""
 
@@ -67,7 +71,7 @@ class StoreReaders(StoreFile):
         )
         try:
             return pd.read_sql_query(
-                sql.format(where=where, crashes=crashes, validation=validation),
+                sql.format(where=where, crashes=crashes, validation=validation, budget=BUDGET),
                 self._conn,
                 params=params,
             )
@@ -76,7 +80,8 @@ class StoreReaders(StoreFile):
 
     def runs_frame(self, study: str | None = None, tuning: bool = False) -> pd.DataFrame:
         """One row per run: run_id, study, dataset, model, method, seed, epochs, status, error,
-        plus run_key, batch_size, subset, step_per, lr_scale, attempts (claims, resumes
+        plus run_key, batch_size, subset, step_per, lr_scale, budget (percent of the full
+        budget's epochs: a study's ``budgets``), attempts (claims, resumes
         included), crashes (worker deaths, what --max-retries limits), epochs_done, config,
         environment and timestamps. A tuned study's search runs (seeds from
         :data:`~annealbench.training.config.TUNING_SEED`) only with ``tuning=True``."""
@@ -88,6 +93,7 @@ class StoreReaders(StoreFile):
                    json_extract(r.config, '$.subset') AS subset,
                    json_extract(r.config, '$.step_per') AS step_per,
                    coalesce(json_extract(r.config, '$.lr_scale'), 1.0) AS lr_scale,
+                   {budget},
                    r.attempts, {crashes},
                    (SELECT count(*) FROM epoch e WHERE e.run_id = r.run_id) AS epochs_done,
                    r.config, r.environment, r.created_at, r.started_at, r.finished_at
@@ -101,13 +107,13 @@ class StoreReaders(StoreFile):
     def epochs_frame(self, study: str | None = None, tuning: bool = False) -> pd.DataFrame:
         """One row per stored epoch: run_id, study, dataset, model, method, seed, epoch, lr,
         train_loss, train_acc, test_loss, test_acc, wall_time, val_loss, val_acc (NaN
-        without a validation split) and the run's status.
+        without a validation split), the run's status and budget.
         Non-finite metrics (a diverged epoch) read as NaN."""
         frame = self._frame(
             """
             SELECT e.run_id, s.name AS study, r.dataset, r.model, r.method, r.seed, e.epoch,
                    e.lr, e.train_loss, e.train_acc, e.test_loss, e.test_acc, e.wall_time,
-                   {validation}, r.status
+                   {validation}, r.status, {budget}
             FROM epoch e JOIN run r USING (run_id) JOIN study s USING (study_id) {where}
             ORDER BY e.run_id, e.epoch
             """,

@@ -53,6 +53,7 @@ ADDED_LATER = {
     "input_scaling": "standard",
     "weight_decay_on": "all",
     "lr_scale": 1.0,
+    "full_epochs": None,
 }
 #: Seeds from here on are tuning runs (a tuned study's search for each method's peak rate):
 #: disjoint from the final trials' seeds 0..trials-1, and left out of its results.
@@ -109,6 +110,12 @@ class RunConfig:
 
     ``lr_scale`` multiplies the method's whole rate curve (every schedule value, or the
     constant rate of RMSprop/Adam): how a tuned study gives each method its own peak rate.
+
+    ``full_epochs``: this run is a shorter budget (``epochs``) of a run of ``full_epochs``
+    (a study's ``budgets``). Its schedule is the whole curve compressed into ``epochs``,
+    except warmup-stable-decay, which keeps the full run's warmup and plateau (its trunk)
+    and cools down over the last part of the shorter budget, as WSD is used in practice
+    (:meth:`annealbench.training.parts.RatePlan.for_run`).
     """
 
     dataset: str
@@ -129,6 +136,12 @@ class RunConfig:
     input_scaling: str = "standard"
     weight_decay_on: str = "all"
     lr_scale: float = 1.0
+    full_epochs: int | None = None
+
+    @property
+    def budget(self) -> float:
+        """The run's length as a percentage of its full budget (100 for a full run)."""
+        return 100.0 if self.full_epochs is None else 100.0 * self.epochs / self.full_epochs
 
     def __post_init__(self) -> None:
         if self.custom_method is None and not methods_mod.is_builtin(self.method):
@@ -167,6 +180,14 @@ class RunConfig:
             low = 0 if name == "seed" else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 problems.append(f"{name} must be an integer >= {low}, got {value!r}")
+        full = self.full_epochs
+        if full is not None and (
+            isinstance(full, bool) or not isinstance(full, int)
+            or not isinstance(self.epochs, int) or full <= self.epochs
+        ):  # fmt: skip
+            problems.append(
+                f"full_epochs must be None or an integer > epochs ({self.epochs!r}), got {full!r}"
+            )
         if self.subset is not None and (not isinstance(self.subset, int) or self.subset < 1):
             problems.append(f"subset must be an integer >= 1 or None, got {self.subset!r}")
         if self.step_per not in ("iteration", "epoch"):

@@ -7,12 +7,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from annealbench import models as models_mod
+from annealbench import schedules
 from annealbench.errors import ConfigError
 from annealbench.schedules import Schedule
 from annealbench.training.config import RunConfig
@@ -89,21 +92,67 @@ class RatePlan:
     total_units: int
     updates_per_unit: int
     scale: float = 1.0  # the run's lr_scale: the whole curve multiplied
+    #: A shorter budget of warmup-stable-decay: the full run's plan (the trunk), followed
+    #: up to unit ``cooldown_from``; then ``schedule`` is the cooldown alone, over the rest.
+    trunk: RatePlan | None = None
+    cooldown_from: int = 0
 
     @classmethod
     def for_run(cls, config: RunConfig, updates_per_epoch: int) -> RatePlan:
         deep = models_mod.spec(config.model).deep
-        schedule = config.method_spec().schedule_for(config.model, deep)
+        method = config.method_spec()
+        schedule = method.schedule_for(config.model, deep)
         scale = float(config.lr_scale)
-        if config.step_per == "iteration":
-            return cls(schedule, config.epochs * updates_per_epoch, 1, scale)
-        return cls(schedule, config.epochs, updates_per_epoch, scale)
+        per_iteration = config.step_per == "iteration"
+        units = config.epochs * updates_per_epoch if per_iteration else config.epochs
+        per_unit = 1 if per_iteration else updates_per_epoch
+        if config.full_epochs is not None and method.schedule == "wsd":
+            whole = dataclasses.replace(config, full_epochs=None, epochs=config.full_epochs)
+            full = cls.for_run(whole, updates_per_epoch)
+            return cls._wsd_budget(method, full, units, per_unit, scale)
+        return cls(schedule, units, per_unit, scale)
+
+    @classmethod
+    def _wsd_budget(
+        cls, method: Any, full: RatePlan, units: int, per_unit: int, scale: float
+    ) -> RatePlan:
+        """WSD at a shorter budget: the full run's warmup and plateau up to where this
+        budget's cooldown (the last ``decay_fraction`` of it) starts, so the two runs share
+        every rate before it exactly and the shorter one can branch from the longer one."""
+        settings = dict(method.schedule_settings)
+        decay_fraction = float(settings.get("decay_fraction", 0.2))
+        warmup = float(settings.get("warmup_fraction", schedules.WARMUP_FRACTION))
+        cooldown = schedules.get("wsd", **{**settings, "warmup_fraction": 0.0,
+                                           "decay_fraction": 1.0})  # fmt: skip
+        start = math.ceil((1.0 - decay_fraction) * units - 1e-9)  # first unit of the cooldown
+        if start < math.ceil(warmup * full.total_units - 1e-9):
+            raise ConfigError(
+                f"method {method.name!r}: at {units} of {full.total_units} units the cooldown "
+                f"would start during the full run's warmup; use a longer budget"
+            )
+        if start >= units:
+            raise ConfigError(
+                f"method {method.name!r}: {units} units are too few for a cooldown over their "
+                f"last {decay_fraction:g}; use a longer budget"
+            )
+        return cls(cooldown, units, per_unit, scale, trunk=full, cooldown_from=start)
 
     def rate(self, updates: int) -> float:
         """The rate of the update that follows ``updates`` earlier ones."""
         unit = min(max(updates, 0) // self.updates_per_unit, self.total_units)
-        rate = float(self.schedule(unit / self.total_units))
+        if self.trunk is not None:
+            if unit < self.cooldown_from:
+                return self.trunk.rate(updates)
+            span = self.total_units - self.cooldown_from
+            rate = float(self.schedule((unit - self.cooldown_from) / span))
+        else:
+            rate = float(self.schedule(unit / self.total_units))
         return rate if self.scale == 1.0 else rate * self.scale
+
+    def shared_updates(self) -> int:
+        """How many leading updates take exactly the full run's rates: a shorter WSD
+        budget shares its trunk's (0 for every other plan)."""
+        return 0 if self.trunk is None else self.cooldown_from * self.updates_per_unit
 
     def rates(self, updates: int, count: int) -> list[float]:
         """The rates of the next ``count`` updates."""
