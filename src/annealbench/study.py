@@ -1200,6 +1200,11 @@ def _train_pending(
         store, study_id, study.n_runs, finished, ckpt, how["max_retries"], how["progress"],
         device, batched if how["executor"] == "local" else "off", loggers, branches or {},
     )  # fmt: skip
+    if driver.loggers:  # runs finished before this command are mirrored too (a new --log)
+        from annealbench import tracking
+
+        for claim, status, epochs in tracking.finished_runs(store, study.name):
+            driver._tell("finished", claim, status, epochs)
     options = {k: v for k, v in how.items() if k not in ("executor", "log")}
     chosen = executors.make(how["executor"], device=device, **options)
     interrupted = False

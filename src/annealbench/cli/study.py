@@ -155,7 +155,7 @@ def run_command(  # long: one typer option per line, the command's whole interfa
         [],
         "--log",
         help="Mirror every run as it trains: tensorboard:DIR or mlflow:URI (e.g. "
-        "mlflow:sqlite:///mlruns.db or mlflow:./mlruns); repeat for several.",
+        "mlflow:sqlite:///mlruns.db or mlflow:http://host:5000); repeat for several.",
     ),
 ) -> None:
     """Run a study (a STUDY_FILE, a --preset, or a grid of options), resuming whatever an
