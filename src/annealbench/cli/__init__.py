@@ -14,7 +14,7 @@ import sys
 from annealbench.cli.app import app
 
 # Command modules; each one defines @app.command() functions.
-_COMMAND_MODULES = ("schedules", "train", "study", "report", "bench")
+_COMMAND_MODULES = ("schedules", "train", "lr_find", "study", "report", "bench")
 
 for _name in _COMMAND_MODULES:
     importlib.import_module(f"annealbench.cli.{_name}")
