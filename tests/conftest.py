@@ -15,6 +15,7 @@ import pytest
 
 os.environ["OMP_NUM_THREADS"] = "1"
 os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import torch  # noqa: E402
 

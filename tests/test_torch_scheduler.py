@@ -171,7 +171,7 @@ def test_numpy_integers_are_step_counts():
         ({"schedule": "sig", "total_steps": 0}, "total_steps must be an integer >= 1"),
         ({"schedule": "sig", "total_steps": 2.5}, "total_steps must be an integer >= 1"),
         ({"schedule": "nope", "total_steps": 10}, "valid names"),
-        ({"schedule": 3, "total_steps": 10}, "must be a name or an annealbench Schedule"),
+        ({"schedule": 3, "total_steps": 10}, "must be a name from .* or a Schedule, got int"),
         ({"schedule": "sig", "total_steps": 10, "scale": [1.0, 2.0]}, "2 entries for 1"),
         ({"schedule": "sig", "total_steps": 10, "scale": -1.0}, "finite number > 0"),
         ({"schedule": ["sig", "exp"], "total_steps": 10}, "2 entries for 1 param groups"),

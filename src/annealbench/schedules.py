@@ -4,6 +4,16 @@ A schedule maps progress ``p`` in [0, 1] (a float or a numpy array) to a learnin
 There is no hidden state: the rate at step ``k`` of ``T`` is ``schedule(k / T)``, so a
 schedule can be evaluated anywhere, plotted, tested by calling it, and resumed exactly.
 
+Every shape is written once against the array API standard, so the same schedule also
+takes a torch tensor (on any device, also inside ``torch.compile``) or a JAX array (also
+traced, inside ``jax.jit``) and answers in kind: same library, device and dtype. Nothing
+branches on the value of ``p``: a piecewise schedule picks its piece with a ``where`` per
+boundary. Only concrete numpy input is checked (NaN or outside [0, 1] raises
+:class:`ScheduleError`); a tensor or a traced array is clipped into [0, 1] instead, since
+checking it would wait for the device or break tracing. For floats and numpy arrays every
+rate is bit for bit the rate of the plain numpy implementation this one replaced (lookups
+and masks), which the training engine's exact resumes rely on.
+
 Schedules are built from a few shapes (:class:`Constant`, :class:`Linear`,
 :class:`Cosine`, :class:`Exponential`, :class:`Sigmoid`, :class:`Polynomial`,
 :class:`InverseSqrt`, :class:`Staircase`) and two ways of composing them:
@@ -12,7 +22,8 @@ Schedules are built from a few shapes (:class:`Constant`, :class:`Linear`,
 linear ramp and any schedule, written once for every schedule.
 
 :func:`get` returns the paper's schedules (Nakamura et al., Electronics 2021, Fig. 1) and
-today's common ones by name; :func:`names` lists them. This module never imports torch.
+today's common ones by name; :func:`names` lists them. This module never imports torch or
+JAX, and imports ``array_api_compat`` only when a tensor or JAX array first arrives.
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +59,9 @@ __all__ = [
     "names",
     "describe",
     "from_config",
+    "resolve",
+    "check_total_steps",
+    "peak_factor",
     "PAPER_SCHEDULES",
     "LR_UP",
     "LR_LOW",
@@ -67,7 +82,12 @@ WARMUP_START = 0.1
 LOW_FRACTION = 0.01
 SIGMOID_KAPPA = 0.2
 
-ArrayLike = float | np.ndarray
+#: A float or numpy array; any array-API array (torch, JAX) is taken too.
+ArrayLike = float | np.ndarray | Any
+
+#: The array namespace of each foreign array type seen so far (torch.Tensor, jax.Array, JAX
+#: tracers): inside torch.compile or jax.jit, finding it is then a plain dict lookup.
+_NAMESPACES: dict[type, Any] = {}
 
 
 def _check_rate(name: str, value: float, *, allow_zero: bool = False) -> float:
@@ -105,27 +125,76 @@ def _check_progress(p: ArrayLike) -> np.ndarray:
     return arr
 
 
+def _namespace(p: Any) -> Any:
+    """The array-API namespace of a non-numpy array ``p``, or None for anything numpy takes.
+
+    ``array_api_compat.array_namespace`` decides, imported here on first use so that numpy
+    alone is enough for floats and numpy arrays. Torch tensors go straight to
+    ``array_api_compat.torch`` (what ``array_namespace`` returns for them): ``torch.compile``
+    would otherwise trace ``array_namespace``'s ``lru_cache`` and warn about it.
+    """
+    kind = type(p)
+    xp = _NAMESPACES.get(kind)
+    if xp is not None:
+        return xp
+    if isinstance(p, (float, int, list, tuple, np.ndarray, np.generic)):
+        return None
+    if kind.__module__.partition(".")[0] == "torch":
+        import array_api_compat.torch as xp
+    else:
+        try:
+            from array_api_compat import array_namespace, is_numpy_namespace
+
+            xp = array_namespace(p)
+        except (ImportError, TypeError):  # not an array API array: numpy may still take it
+            return None
+        if is_numpy_namespace(xp):
+            return None
+    _NAMESPACES[kind] = xp
+    return xp
+
+
+def _as_progress(p: Any, xp: Any) -> Any:
+    """A foreign array as floating progress, clipped into [0, 1] (no check, no sync)."""
+    if not xp.isdtype(p.dtype, "real floating"):
+        info = xp.__array_namespace_info__()
+        p = xp.astype(p, info.default_dtypes()["real floating"])
+    return xp.clip(p, 0.0, 1.0)
+
+
 @dataclass(frozen=True)
 class Schedule:
     """Base class: a frozen dataclass whose ``__call__`` maps progress to a learning rate.
 
-    Subclasses implement :meth:`_value` on a float64 array already checked to be in [0, 1].
+    Subclasses implement :meth:`_value` on progress already in [0, 1] (for numpy input a
+    float64 array, checked), with array-API operations of the namespace ``xp`` it is given
+    (``numpy`` itself for numpy input) and without branching on the values of ``p``.
     """
 
     def __call__(self, p: ArrayLike) -> ArrayLike:
+        """The rate at progress ``p``: a float for a scalar, else an array like ``p``'s.
+
+        A float, an int or a numpy array must lie in [0, 1] (:class:`ScheduleError` if not);
+        a torch tensor or a JAX array (traced or not) is clipped into [0, 1] and the rates
+        come back in its library, on its device, in its floating dtype (an integer array
+        is taken as the library's default float).
+        """
+        xp = _namespace(p)
+        if xp is not None:
+            return self._value(_as_progress(p, xp), xp)
         arr = _check_progress(p)
-        out = self._value(arr)
+        out = self._value(arr, np)
         if np.ndim(p) == 0:
             return float(out)
         return out
 
-    def _value(self, p: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+    def _value(self, p: Any, xp: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
     @property
     def start(self) -> float:
         """The rate at p = 0 (where a jump-free warmup ramp arrives)."""
-        return float(self._value(np.zeros(())))
+        return float(self._value(np.zeros(()), np))
 
     @property
     def peak(self) -> float:
@@ -184,8 +253,8 @@ class Constant(Schedule):
     def peak(self) -> float:
         return float(self.lr)
 
-    def _value(self, p: np.ndarray) -> np.ndarray:
-        return np.full_like(p, float(self.lr))
+    def _value(self, p: Any, xp: Any) -> Any:
+        return xp.full_like(p, float(self.lr))
 
 
 @dataclass(frozen=True)
@@ -208,7 +277,7 @@ class _Between(Schedule):
 class Linear(_Between):
     """Straight line from ``lr_start`` (p = 0) to ``lr_end`` (p = 1); rises or falls."""
 
-    def _value(self, p: np.ndarray) -> np.ndarray:
+    def _value(self, p: Any, xp: Any) -> Any:
         return self.lr_start + (self.lr_end - self.lr_start) * p
 
 
@@ -216,8 +285,8 @@ class Linear(_Between):
 class Cosine(_Between):
     """Half a cosine from ``lr_start`` to ``lr_end`` (Loshchilov & Hutter's annealing)."""
 
-    def _value(self, p: np.ndarray) -> np.ndarray:
-        return self.lr_end + (self.lr_start - self.lr_end) * 0.5 * (1.0 + np.cos(np.pi * p))
+    def _value(self, p: Any, xp: Any) -> Any:
+        return self.lr_end + (self.lr_start - self.lr_end) * 0.5 * (1.0 + xp.cos(xp.pi * p))
 
 
 @dataclass(frozen=True)
@@ -225,8 +294,8 @@ class OneMinusSqrt(_Between):
     """``lr_start + (lr_end - lr_start) * sqrt(p)``: falls fast at first, then flattens (the
     1-sqrt cooldown of Hägele et al. 2024, which beat cosine and linear cooldowns for WSD)."""
 
-    def _value(self, p: np.ndarray) -> np.ndarray:
-        return self.lr_start + (self.lr_end - self.lr_start) * np.sqrt(p)
+    def _value(self, p: Any, xp: Any) -> Any:
+        return self.lr_start + (self.lr_end - self.lr_start) * xp.sqrt(p)
 
 
 @dataclass(frozen=True)
@@ -237,7 +306,7 @@ class Exponential(_Between):
         _check_rate("lr_start", self.lr_start)
         _check_rate("lr_end", self.lr_end)
 
-    def _value(self, p: np.ndarray) -> np.ndarray:
+    def _value(self, p: Any, xp: Any) -> Any:
         return self.lr_start * (self.lr_end / self.lr_start) ** p
 
 
@@ -265,9 +334,9 @@ class Sigmoid(Schedule):
     def peak(self) -> float:  # approached at p -> -inf; lr_start is the paper's eta_up
         return float(max(self.lr_start, self.lr_end))
 
-    def _value(self, p: np.ndarray) -> np.ndarray:
+    def _value(self, p: Any, xp: Any) -> Any:
         return self.lr_end + (self.lr_start - self.lr_end) / (
-            1.0 + np.exp((2.0 * p - 1.0) / self.kappa)
+            1.0 + xp.exp((2.0 * p - 1.0) / self.kappa)
         )
 
 
@@ -288,7 +357,7 @@ class Polynomial(Schedule):
     def peak(self) -> float:
         return float(max(self.lr_start, self.lr_end))
 
-    def _value(self, p: np.ndarray) -> np.ndarray:
+    def _value(self, p: Any, xp: Any) -> Any:
         return self.lr_end + (self.lr_start - self.lr_end) * (1.0 - p) ** self.power
 
 
@@ -307,8 +376,8 @@ class InverseSqrt(Schedule):
     def peak(self) -> float:
         return float(self.lr_start)
 
-    def _value(self, p: np.ndarray) -> np.ndarray:
-        return self.lr_start / np.sqrt(1.0 + p / self.timescale)
+    def _value(self, p: Any, xp: Any) -> Any:
+        return self.lr_start / xp.sqrt(1.0 + p / self.timescale)
 
 
 @dataclass(frozen=True)
@@ -340,9 +409,12 @@ class Staircase(Schedule):
     def peak(self) -> float:
         return max(self.levels)
 
-    def _value(self, p: np.ndarray) -> np.ndarray:
-        index = np.searchsorted(np.asarray(self.milestones), p, side="right")
-        return np.asarray(self.levels)[index]
+    def _value(self, p: Any, xp: Any) -> Any:
+        # levels[i] where p >= milestones[i - 1]; later milestones overwrite earlier ones.
+        out = xp.full_like(p, self.levels[0])
+        for milestone, level in zip(self.milestones, self.levels[1:], strict=True):
+            out = xp.where(p >= milestone, xp.full_like(p, level), out)
+        return out
 
 
 # --------------------------------------------------------------------------- composition
@@ -378,17 +450,20 @@ class Sequence(Schedule):
     def peak(self) -> float:
         return max(part.peak for part in self.parts)
 
-    def _value(self, p: np.ndarray) -> np.ndarray:
-        edges = np.asarray((0.0, *self.boundaries, 1.0))
-        index = np.searchsorted(edges[1:-1], p, side="right")
-        out = np.empty_like(p)
+    def _value(self, p: Any, xp: Any) -> Any:
+        # Every part on all of p (its own progress clipped into [0, 1]), each taking over
+        # from its first boundary on. Flattened, so that numpy computes on 1-d arrays as the
+        # masked implementation did, never on numpy scalars, whose ``**`` is libm's pow
+        # where arrays may use a vectorised one: the rates stay the same bit for bit.
+        shape = p.shape
+        flat = xp.reshape(p, (-1,))
+        edges = (0.0, *self.boundaries, 1.0)
+        out = None
         for i, part in enumerate(self.parts):
-            mask = index == i
-            if mask.any():
-                lo, hi = edges[i], edges[i + 1]
-                local = np.clip((p[mask] - lo) / (hi - lo), 0.0, 1.0)
-                out[mask] = part._value(local)
-        return out
+            lo, hi = edges[i], edges[i + 1]
+            value = part._value(xp.clip((flat - lo) / (hi - lo), 0.0, 1.0), xp)
+            out = value if out is None else xp.where(flat >= lo, value, out)
+        return xp.reshape(out, shape)
 
 
 @dataclass(frozen=True)
@@ -409,6 +484,8 @@ class Repeat(Schedule):
         if isinstance(self.cycles, bool) or not isinstance(self.cycles, int) or self.cycles < 1:
             raise ScheduleError(f"cycles must be an integer >= 1, got {self.cycles!r}")
         _check_rate("cycle_mult", self.cycle_mult)
+        # Computed here, once: numpy inside torch.compile would be traced as tensors.
+        object.__setattr__(self, "_edges", tuple(float(b) for b in self._boundaries()))
 
     @property
     def peak(self) -> float:
@@ -418,11 +495,11 @@ class Repeat(Schedule):
         lengths = np.asarray([self.cycle_mult**i for i in range(self.cycles)], dtype=np.float64)
         return tuple(np.cumsum(lengths)[:-1] / lengths.sum())
 
-    def _value(self, p: np.ndarray) -> np.ndarray:
+    def _value(self, p: Any, xp: Any) -> Any:
         if self.cycles == 1:
-            return self.schedule._value(p)
-        joined = Sequence((self.schedule,) * self.cycles, self._boundaries())
-        return joined._value(p)
+            return self.schedule._value(p, xp)
+        joined = Sequence((self.schedule,) * self.cycles, self._edges)  # type: ignore[attr-defined]
+        return joined._value(p, xp)
 
 
 def warmup(
@@ -461,6 +538,37 @@ def warmup(
             f"({peak:g}); lower warmup_lr (or give warmup_start, a fraction of the peak)"
         )
     return Sequence((Linear(lr_start, peak), schedule), (fraction,))
+
+
+def resolve(schedule: str | Schedule) -> Schedule:
+    """A schedule given by name (:func:`get`, the paper's defaults) or as a Schedule."""
+    if isinstance(schedule, str):
+        return get(schedule)
+    if not isinstance(schedule, Schedule):
+        raise ScheduleError(
+            "schedule must be a name from annealbench.schedules.names() or a Schedule, "
+            f"got {type(schedule).__name__}"
+        )
+    return schedule
+
+
+def check_total_steps(total_steps: int) -> int:
+    """``total_steps`` checked to be an integer >= 1 (a bool is not one)."""
+    try:
+        steps = None if isinstance(total_steps, bool) else operator.index(total_steps)
+    except TypeError:
+        steps = None
+    if steps is None or steps < 1:
+        raise ScheduleError(f"total_steps must be an integer >= 1, got {total_steps!r}")
+    return int(steps)
+
+
+def peak_factor(schedule: Schedule, peak: float | None) -> float:
+    """What ``schedule``'s rates are multiplied by so that its peak becomes ``peak`` (1.0 for
+    None): the factor :class:`~annealbench.AnnealingLR` applies to a param group's lr."""
+    if peak is None:
+        return 1.0
+    return _check_rate("peak", peak) / schedule.peak
 
 
 _SHAPES: dict[str, type[Schedule]] = {

@@ -18,7 +18,6 @@ cannot stretch or shrink the schedule (see :class:`AnnealingLR`).
 from __future__ import annotations
 
 import math
-import operator
 import warnings
 import weakref
 from collections.abc import Sequence
@@ -113,13 +112,7 @@ class AnnealingLR(LRScheduler):
         self.schedule: Schedule | tuple[Schedule, ...] = (
             tuple(self.schedules) if self.per_group else self.schedules[0]
         )
-        try:
-            steps = None if isinstance(total_steps, bool) else operator.index(total_steps)
-        except TypeError:
-            steps = None
-        if steps is None or steps < 1:
-            raise ScheduleError(f"total_steps must be an integer >= 1, got {total_steps!r}")
-        self.total_steps = int(steps)
+        self.total_steps = schedules.check_total_steps(total_steps)
         self.absolute = bool(absolute)
         self.scale = self._scales(scale, groups)
         #: Optimizer updates seen (since the scheduler was made, or as resumed). Torch's
@@ -152,17 +145,10 @@ class AnnealingLR(LRScheduler):
                 )
         else:
             given = [schedule]
-        out = []
-        for item in given:
-            if isinstance(item, str):
-                item = schedules.get(item)
-            if not isinstance(item, Schedule):
-                raise ScheduleError(
-                    "schedule must be a name or an annealbench Schedule, or a list of them "
-                    f"(one per param group), got {type(item).__name__}"
-                )
-            out.append(item)
-        return out
+        try:
+            return [schedules.resolve(item) for item in given]
+        except ScheduleError as exc:
+            raise ScheduleError(f"{exc} (or a list of them, one per param group)") from None
 
     @staticmethod
     def _scales(scale: float | Sequence[float] | None, groups: int) -> list[float]:
