@@ -30,6 +30,8 @@ SHELLS = ("sh", "bash")
 NOT_RUN = {
     "make test": "it is this test suite",
     "annealbench run --preset paper-cifar10 --executor ray": "needs a Ray cluster and S3",
+    "tensorboard --logdir": "a server that runs until stopped (the test reads the events)",
+    "mlflow ui": "a server that runs until stopped (the test reads the database)",
 }
 #: ``make run`` (Makefile, `run:`) is this command, then the README's report command
 #: (`annealbench report --store out/quick/results.sqlite --out out/quick/report`), which
@@ -37,6 +39,8 @@ NOT_RUN = {
 MAKE_RUN = ["annealbench run --preset quick --store out/quick/results.sqlite"]
 #: Short values of options whose README value would take minutes (option -> value).
 SHORT = {"--epochs": "1", "--trials": "1", "--workers": "1", "--steps": "2", "--repeats": "1"}
+#: Per command, short values that replace SHORT's (lr-find needs 10 steps or more).
+SHORT_FOR = {"lr-find": {"--steps": "10", "--subset": "512"}}
 #: Option lists cut to their first item (option -> how many items kept).
 FIRST = {"--methods": 1}
 #: Options added to a command (command -> options) when it does not give them.
@@ -75,9 +79,10 @@ def shortened(command: str) -> list[str]:
     short options added (ADDED, PRESET_GRID); MNIST is left out of a dataset list (no
     network here: only Fashion-MNIST is installed, from its Debian package)."""
     args = shlex.split(command)[1:]
+    short = {**SHORT, **SHORT_FOR.get(args[0], {})}
     for i, arg in enumerate(args[:-1]):
-        if arg in SHORT:
-            args[i + 1] = SHORT[arg]
+        if arg in short:
+            args[i + 1] = short[arg]
         if arg in FIRST:
             args[i + 1] = ",".join(args[i + 1].split(",")[: FIRST[arg]])
         if arg == "--datasets":
