@@ -9,7 +9,9 @@ means runs compared bit for bit (in-process against a subprocess) use the same k
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -65,3 +67,17 @@ def _registries_restored(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(methods, "_USER", dict(methods._USER))
     monkeypatch.setattr(models, "_USER", dict(models._USER))
     monkeypatch.setattr(data, "REGISTRY", dict(data.REGISTRY))
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_block(heading: str, language: str = "python") -> str:
+    """The first ```LANGUAGE block of README.md after the line ``heading``: the tests of a
+    documented example check its values on the very code the README shows."""
+    text = README.read_text(encoding="utf-8")
+    assert f"\n{heading}\n" in text, f"README.md has no heading {heading!r}"
+    after = text.split(f"\n{heading}\n", 1)[1]
+    match = re.search(rf"^```{language}\n(.*?)^```", after, re.MULTILINE | re.DOTALL)
+    assert match is not None, f"README.md: no ```{language} block after {heading!r}"
+    return match[1]

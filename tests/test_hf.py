@@ -25,8 +25,9 @@ pytest.importorskip("accelerate")
 from packaging.version import Version  # noqa: E402
 
 from annealbench import AnnealingLR, schedules  # noqa: E402
+from conftest import readme_block  # noqa: E402
 
-SNIPPET = Path(__file__).resolve().parents[1] / "docs" / "snippets" / "huggingface.md"
+SNIPPET = "### With Hugging Face Transformers"  # the README section
 #: transformers logs the rate an update was made with from this version on.
 LOGS_RATE_USED = Version(transformers.__version__) >= Version("4.51")
 
@@ -140,7 +141,7 @@ def test_an_accelerate_loop_with_accumulation_anneals_per_optimizer_update() -> 
 def test_the_snippet_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     namespace: dict = {"__name__": "__snippet__"}
-    exec(compile(python_block(SNIPPET), str(SNIPPET), "exec"), namespace)
+    exec(compile(readme_block(SNIPPET), "README.md", "exec"), namespace)
     scheduler, rates = namespace["scheduler"], namespace["rates"]
     assert scheduler.total_steps == 8 and scheduler.updates == 8 == scheduler.last_epoch
     cosine_plus = schedules.get("cosine+")

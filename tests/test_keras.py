@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from keras import ops  # noqa: E402
 from annealbench import schedules  # noqa: E402
 from annealbench.keras import AnnealingSchedule  # noqa: E402
 from annealbench.schedules import ScheduleError  # noqa: E402
+from conftest import readme_block
 
 #: Keras's torch backend converts tensors with np.array(tensor), which numpy 2 warns about
 #: on every batch: Keras's business, not this module's.
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.filterwarnings(
     "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
 )
 TESTS = Path(__file__).resolve().parent
-SNIPPET = TESTS.parent / "docs" / "snippets" / "keras.md"
+SNIPPET = "### With Keras"  # the README section
 BATCHES, EPOCHS, T = 4, 4, 14  # 16 updates: the last two past total_steps
 NAME, PEAK = "cosine+", 0.5
 
@@ -184,11 +184,11 @@ def test_jax_backend_applies_and_saves_the_same_schedule():
 
 
 def test_docs_snippet_runs(tmp_path, monkeypatch, capsys):
-    blocks = re.findall(r"^```python\n(.*?)^```", SNIPPET.read_text(), re.MULTILINE | re.DOTALL)
+    blocks = [readme_block(SNIPPET)]
     assert len(blocks) == 1
     monkeypatch.chdir(tmp_path)
     namespace: dict = {"__name__": "__snippet__"}
-    exec(compile(blocks[0], str(SNIPPET), "exec"), namespace)
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
     restored, schedule = namespace["restored"], namespace["schedule"]
     steps = schedule.total_steps
     assert value(restored.optimizer.iterations) == steps == 160  # 20 epochs of 8 batches

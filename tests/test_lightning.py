@@ -19,8 +19,9 @@ from torch.utils.data import DataLoader, TensorDataset
 lightning = pytest.importorskip("lightning")
 
 from annealbench import AnnealingLR, schedules  # noqa: E402
+from conftest import readme_block  # noqa: E402
 
-SNIPPET = Path(__file__).resolve().parents[1] / "docs" / "snippets" / "lightning.md"
+SNIPPET = "### With Lightning"  # the README section
 SAMPLES, BATCH, ACCUMULATION, EPOCHS = 20, 2, 2, 4  # 10 batches: 5 updates an epoch
 TOTAL = SAMPLES // BATCH // ACCUMULATION * EPOCHS
 LRS = (0.1, 0.02)
@@ -118,7 +119,7 @@ def test_rates_per_update_with_accumulation_and_an_exact_resume(
 def test_the_snippet_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     namespace: dict = {"__name__": "__snippet__"}
-    exec(compile(python_block(SNIPPET), str(SNIPPET), "exec"), namespace)
+    exec(compile(readme_block(SNIPPET), "README.md", "exec"), namespace)
     scheduler = namespace["trainer"].lr_scheduler_configs[0].scheduler
     assert isinstance(scheduler, AnnealingLR)
     assert scheduler.total_steps == 12 == scheduler.updates == scheduler.last_epoch

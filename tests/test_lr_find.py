@@ -158,24 +158,3 @@ def test_bad_input_is_one_clear_error(args, message):
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert "Traceback" not in result.output
-
-
-def test_the_documented_commands_run_as_printed(tmp_path, monkeypatch):
-    """docs/snippets/lr-find.md: each line of its sh block runs and writes what it names."""
-    import shlex
-    from pathlib import Path
-
-    snippet = Path(__file__).resolve().parents[1] / "docs" / "snippets" / "lr-find.md"
-    block = snippet.read_text(encoding="utf-8").split("```sh\n", 1)[1].split("```", 1)[0]
-    monkeypatch.chdir(tmp_path)
-    lines = block.strip().splitlines()
-    assert [shlex.split(line)[:2] for line in lines] == [
-        ["annealbench", "lr-find"],
-        ["annealbench", "schedules"],
-    ]
-    for line in lines:
-        args = shlex.split(line)[1:]
-        result = runner.invoke(app, args)
-        assert result.exit_code == 0, result.output
-        for flag in ("--plot", "--csv"):
-            assert (tmp_path / args[args.index(flag) + 1]).stat().st_size > 0

@@ -3,9 +3,7 @@ scaled to a peak as AnnealingLR scales it; bad arguments are refused; the docs s
 
 from __future__ import annotations
 
-import re
 import warnings
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -18,8 +16,9 @@ import annealbench.optax
 from annealbench import AnnealingLR, schedules
 from annealbench.optax import OptaxSchedule
 from annealbench.schedules import ScheduleError
+from conftest import readme_block
 
-SNIPPET = Path(__file__).resolve().parents[1] / "docs" / "snippets" / "optax.md"
+SNIPPET = "### With optax"  # the README section
 T = 30
 EXTRA = 6  # updates past total_steps, which hold the final rate
 #: float32 tolerance: its rounding of k / T, of the pieces' stretching and of the rate.
@@ -128,11 +127,11 @@ def test_bad_arguments_raise_a_schedule_error(args, kwargs, match):
 
 
 def test_docs_snippet_runs(tmp_path, monkeypatch, capsys):
-    blocks = re.findall(r"^```python\n(.*?)^```", SNIPPET.read_text(), re.MULTILINE | re.DOTALL)
+    blocks = [readme_block(SNIPPET)]
     assert len(blocks) == 1
     monkeypatch.chdir(tmp_path)
     namespace: dict = {"__name__": "__snippet__"}
-    exec(compile(blocks[0], str(SNIPPET), "exec"), namespace)
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
     state, steps = namespace["state"], namespace["steps"]
     last = schedules.get("sig+")((steps - 1) / steps) * 0.5  # peak 0.05 of sig+'s 0.1
     assert float(state.hyperparams["learning_rate"]) == pytest.approx(last, rel=RTOL)

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import gc
 import io
-import re
 import warnings
 import weakref
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,8 +20,9 @@ from torch.optim.lr_scheduler import (
 
 from annealbench import AnnealingLR, schedules
 from annealbench.schedules import ScheduleError
+from conftest import readme_block
 
-SNIPPET = Path(__file__).resolve().parents[1] / "docs" / "snippets" / "param-groups.md"
+SNIPPET = "### A schedule per param group"  # the README section
 #: The warning of a schedule stepped past total_steps, expected where a test does so.
 PAST = "ignore:AnnealingLR has been stepped past total_steps"
 
@@ -463,13 +462,13 @@ def test_constructing_with_last_epoch_keeps_torchs_meaning():
 
 
 def test_the_param_groups_snippet_runs_as_written(tmp_path, monkeypatch):
-    blocks = re.findall(r"^```python\n(.*?)^```", SNIPPET.read_text(), re.MULTILINE | re.DOTALL)
+    blocks = [readme_block(SNIPPET)]
     assert len(blocks) == 1
     monkeypatch.chdir(tmp_path)
     namespace: dict = {"__name__": "__snippet__"}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        exec(compile(blocks[0], str(SNIPPET), "exec"), namespace)
+        exec(compile(blocks[0], "README.md", "exec"), namespace)
     cosine_plus, sig_plus = schedules.get("cosine+"), schedules.get("sig+")
     assert namespace["scheduler"].get_last_lr() == [
         cosine_plus(1.0) * (0.01 / cosine_plus.peak),
