@@ -115,11 +115,6 @@ def section(
         return []
     written = [folder.parent / "budgets.csv"]
     table.to_csv(written[0], index=False)
-    page.heading(SECTION, anchor="budgets")
-    markdown += [f"## {SECTION}", ""]
-    for line in _winners(table):
-        page.paragraph(line, "note")
-        markdown += [f"**{line}**", ""]
     text = (
         "Every final trial also ran at shorter budgets, each a whole schedule compressed into "
         "its epochs (warmup-stable-decay keeps the full run's warmup and plateau and cools "
@@ -127,13 +122,8 @@ def section(
         "last-10% test accuracy; rank among the methods at that budget, by validation where "
         "a split is held out. budgets.csv holds every point."
     )
-    page.paragraph(text, "small")
-    shown = tables.format_numbers(table)
-    page.raw(tables.to_html(shown, index=False, css_class="results sortable"))
-    markdown += [text, "", tables.to_markdown(shown, False), ""]
-    latex.append(
-        tables.to_latex(shown, caption=SECTION, label="tab:budgets", index=False, escape=True)
-    )
+    tables.table_section(page, markdown, latex, table, title=SECTION, anchor="budgets",
+                         notes=_winners(table), text=text, caption=SECTION)  # fmt: skip
     for (dataset, model), _ in table.groupby(["dataset", "model"], sort=False):
         stem = "budgets_" + "".join(ch for ch in f"{dataset}_{model}" if ch.isalnum() or ch == "_")
         png, pdf, data = figures.save(budget_figure(table, dataset, model), folder, stem)

@@ -7,6 +7,7 @@ import html
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
@@ -421,3 +422,21 @@ def dataset_caption(dataset: str, summary: pd.DataFrame) -> str:
             "run's mean test accuracy over its last 10% of epochs; max = the best trial's."
         )
     return f"{what} Trials per cell: {span}. {protocol_text(summary, dataset)}"
+
+
+def table_section(
+    page: Any, markdown: list[str], latex: list[str], table: pd.DataFrame, *,
+    title: str, anchor: str, notes: list[str], text: str, caption: str,
+) -> None:  # fmt: skip
+    """A report section of one table, on the page, in markdown and in LaTeX: its heading,
+    ``notes`` in bold (the finding), ``text`` (how to read it), then the table."""
+    page.heading(title, anchor=anchor)
+    markdown += [f"## {title}", ""]
+    for line in notes:
+        page.paragraph(line, "note")
+        markdown += [f"**{line}**", ""]
+    page.paragraph(text, "small")
+    shown = format_numbers(table)
+    page.raw(to_html(shown, index=False, css_class="results sortable"))
+    markdown += [text, "", to_markdown(shown, False), ""]
+    latex.append(to_latex(shown, caption=caption, label=f"tab:{anchor}", index=False, escape=True))

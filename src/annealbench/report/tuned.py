@@ -309,11 +309,6 @@ def section(
     if grid.empty:
         return []
     table = comparison_table(analysis, grid)
-    page.heading(SECTION, anchor="tuning")
-    markdown += [f"## {SECTION}", ""]
-    for line in statement(table):
-        page.paragraph(line, "note")
-        markdown += [f"**{line}**", ""]
     text = (
         "The search trains each method's rate curve times each scale of the grid with tuning "
         f"seeds: {_budgets(analysis)}. val = the mean over the tuning seeds "
@@ -321,19 +316,9 @@ def section(
         "left out); gain = val @ chosen - val @ x1; tuned test ave = the final trials at the "
         "chosen scale. tuning.csv holds every scale."
     )
-    page.paragraph(text, "small")
-    shown = tables.format_numbers(table)
-    page.raw(tables.to_html(shown, index=False, css_class="results sortable"))
-    markdown += [text, "", tables.to_markdown(shown, False), ""]
-    latex.append(
-        tables.to_latex(
-            shown,
-            caption=f"{SECTION}: {_budgets(analysis)}",
-            label="tab:tuning",
-            index=False,
-            escape=True,
-        )  # fmt: skip
-    )
+    tables.table_section(page, markdown, latex, table, title=SECTION, anchor="tuning",
+                         notes=statement(table), text=text,
+                         caption=f"{SECTION}: {_budgets(analysis)}")  # fmt: skip
     return _figures(page, grid, markdown, folder, _budgets(analysis))
 
 
