@@ -421,6 +421,7 @@ def provenance(analysis: Analysis, source: str = "") -> list[tuple[str, str]]:
         ("schedule steps per", _listed(_run_setting(analysis, "step_per"))),
         ("validation", _validation_line(analysis)),
         *_tuning_items(analysis),
+        *_budget_items(analysis),
         ("runs", _counts_line(analysis)),
         ("ran", _when(runs)),
         (
@@ -448,6 +449,18 @@ def _tuning_items(analysis: Analysis) -> list[tuple[str, str]]:
     if len(lines) == 1:
         return [("tuning", next(iter(lines.values())))]
     return [("tuning", "; ".join(f"{study}: {text}" for study, text in lines.items()))]
+
+
+def _budget_items(analysis: Analysis) -> list[tuple[str, str]]:
+    """The shorter budgets every final trial also ran at (their section has the results;
+    every other table holds the full budget)."""
+    if analysis.budgets.empty:
+        return []
+    shown = ", ".join(f"{b:g}%" for b in sorted(set(analysis.budgets["budget"])))
+    runs = int(analysis.budgets["n"].sum())
+    return [("budgets", f"{shown} of the epochs ({runs} finished runs in all); the tables "
+                        "below are of the full budget, 'Results against the training "
+                        "budget' compares them")]  # fmt: skip
 
 
 def _grid_values(analysis: Analysis, name: str) -> list[str]:
