@@ -26,7 +26,7 @@ run: install
 test: install
 	$(BIN)/ruff format --check src tests
 	$(BIN)/ruff check src tests
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile  # one worker per core, a file per worker
 
 format: install
 	$(BIN)/ruff format src tests

@@ -121,6 +121,7 @@ def test_runs_and_epochs_frames_have_the_documented_columns(store: Store) -> Non
         "method": "sig+",
         "seed": 0,
         "status": "running",
+        "budget": 100.0,  # a full-budget run (a study's budgets)
         **record(1),
     }
     assert store.epochs_frame("other").empty

@@ -246,7 +246,7 @@ def test_a_version_1_store_is_read_as_is_and_upgraded_for_writing(tmp_path: Path
     with Store(path, readonly=True) as s:
         row = s.runs_frame().iloc[0]
         assert (row["status"], row["attempts"], row["crashes"]) == ("pending", 0, 0)
-        assert list(s.epochs_frame().columns[-3:]) == ["val_loss", "val_acc", "status"]
+        assert list(s.epochs_frame().columns[-4:]) == ["val_loss", "val_acc", "status", "budget"]
     assert digest(tmp_path)["results.sqlite"] == before  # still version 1
     with Store(path) as s:
         assert s._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
