@@ -26,7 +26,7 @@ run: install
 test: install
 	$(BIN)/ruff format --check src tests
 	$(BIN)/ruff check src tests
-	$(BIN)/python -m pytest -n auto --dist loadfile  # one worker per core, a file per worker
+	$(BIN)/python -m pytest -n auto --dist loadgroup  # one worker per core; tests/conftest.py groups
 
 format: install
 	$(BIN)/ruff format src tests

@@ -81,3 +81,19 @@ def readme_block(heading: str, language: str = "python") -> str:
     match = re.search(rf"^```{language}\n(.*?)^```", after, re.MULTILINE | re.DOTALL)
     assert match is not None, f"README.md: no ```{language} block after {heading!r}"
     return match[1]
+
+
+#: Test files that start Ray: under pytest-xdist they share one worker (one xdist group),
+#: since a test that finds Ray's task processes by their title must see only its own.
+RAY_FILES = frozenset({
+    "test_executors.py", "test_methods.py", "test_ray_cluster.py", "test_study.py",
+    "test_study_batched.py", "test_user_workloads.py", "test_validation.py",
+})  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """``make test`` runs ``--dist loadgroup``: each file is one group (its module fixtures
+    computed once), except that the files starting Ray form one group together."""
+    for item in items:
+        name = item.path.name
+        item.add_marker(pytest.mark.xdist_group("ray" if name in RAY_FILES else name))

@@ -475,13 +475,18 @@ def test_local_workers_survive_a_dead_worker_and_store_the_same_numbers(
     pd.testing.assert_frame_equal(metrics(store), metrics(reference))
 
 
-def _ray_trainers() -> set[int]:
-    """The processes running a Ray task of a run now (Ray titles them after the task)."""
+def _ray_trainers(since: float) -> set[int]:
+    """The processes running a Ray task of a run now (Ray titles them after the task), of
+    the Ray instance started at ``since`` (not another test's, lingering or in parallel)."""
+    import psutil
+
     pids = set()
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, psutil.Error):
             if cmdline.read_bytes().startswith(b"ray::_ray_train"):
-                pids.add(int(cmdline.parent.name))
+                pid = int(cmdline.parent.name)
+                if psutil.Process(pid).create_time() >= since:
+                    pids.add(pid)
     return pids
 
 
@@ -499,21 +504,23 @@ def _mid_run(checkpoints: Path) -> dict[int, dict[str, Any]]:
     return states
 
 
-def _kill_a_ray_task(checkpoints: Path, first_epochs: dict[int, dict], killed: list[int]) -> None:
+def _kill_a_ray_task(
+    checkpoints: Path, first_epochs: dict[int, dict], killed: list[int], since: float
+) -> None:
     """Once every Ray task that trains a run trains one that has checkpointed an epoch and has
     one still to go, note those runs' epoch-1 records as their checkpoints hold them and
     SIGKILL one of the tasks' processes. The tasks are frozen (SIGSTOP) while this is checked,
     so the killed one cannot finish its run in the meantime."""
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and not killed:
-        pids = _ray_trainers()
+        pids = _ray_trainers(since)
         if pids and len(_mid_run(checkpoints)) == len(pids):
             for pid in pids:
                 with contextlib.suppress(OSError):  # gone: the check below sees it
                     os.kill(pid, signal.SIGSTOP)
             try:
                 states = _mid_run(checkpoints)
-                if _ray_trainers() == pids and len(states) == len(pids):
+                if _ray_trainers(since) == pids and len(states) == len(pids):
                     first_epochs.update({r: state["records"][0] for r, state in states.items()})
                     victim = min(pids)
                     os.kill(victim, signal.SIGKILL)
@@ -534,8 +541,9 @@ def test_ray_executor_retries_a_dead_worker_and_stores_the_same_numbers(
     two_runs = dataclasses.replace(TINY, trials=1)
     killed: list[int] = []
     first_epochs: dict[int, dict] = {}
+    since = time.time() - 1.0  # process start times are rounded to clock ticks
     watcher = threading.Thread(
-        target=_kill_a_ray_task, args=(Path(f"{store}.checkpoints"), first_epochs, killed)
+        target=_kill_a_ray_task, args=(Path(f"{store}.checkpoints"), first_epochs, killed, since)
     )
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
