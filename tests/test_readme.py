@@ -30,6 +30,7 @@ SHELLS = ("sh", "bash")
 NOT_RUN = {
     "make test": "it is this test suite",
     "annealbench run --preset paper-cifar10 --executor ray": "needs a Ray cluster and S3",
+    "bash benchmarks/fidelity/run.sh": "40 runs of 100 epochs, hours here (docs/fidelity.md)",
     "tensorboard --logdir": "a server that runs until stopped (the test reads the events)",
     "mlflow ui": "a server that runs until stopped (the test reads the database)",
 }
