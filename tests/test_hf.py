@@ -16,16 +16,14 @@ import re
 import warnings
 from pathlib import Path
 
+import accelerate  # noqa: F401  (the Trainer needs it: installed by make install, [hf])
 import pytest
 import torch
+import transformers
+from packaging.version import Version
 
-transformers = pytest.importorskip("transformers")
-pytest.importorskip("accelerate")
-
-from packaging.version import Version  # noqa: E402
-
-from annealbench import AnnealingLR, schedules  # noqa: E402
-from conftest import readme_block  # noqa: E402
+from annealbench import AnnealingLR, schedules
+from conftest import readme_block
 
 SNIPPET = "### With Hugging Face Transformers"  # the README section
 #: transformers logs the rate an update was made with from this version on.

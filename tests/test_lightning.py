@@ -12,14 +12,13 @@ import re
 import warnings
 from pathlib import Path
 
+import lightning  # installed by make install ([lightning]): a missing one fails, never skips
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-lightning = pytest.importorskip("lightning")
-
-from annealbench import AnnealingLR, schedules  # noqa: E402
-from conftest import readme_block  # noqa: E402
+from annealbench import AnnealingLR, schedules
+from conftest import readme_block
 
 SNIPPET = "### With Lightning"  # the README section
 SAMPLES, BATCH, ACCUMULATION, EPOCHS = 20, 2, 2, 4  # 10 batches: 5 updates an epoch

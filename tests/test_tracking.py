@@ -15,8 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import mlflow  # installed by make install ([tracking]): a missing one fails, never skips
 import pandas as pd
 import pytest
+import tensorboard  # noqa: F401
 from typer.testing import CliRunner
 
 from annealbench import study as study_module
@@ -25,9 +27,6 @@ from annealbench.cli import app
 from annealbench.store import Store
 from annealbench.store.queue import Claim
 from annealbench.study import Study, run_study
-
-pytest.importorskip("tensorboard")
-mlflow = pytest.importorskip("mlflow")
 
 EPOCHS = 2
 CORE = ["lr", "train_loss", "train_acc", "test_loss", "test_acc"]
