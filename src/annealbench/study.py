@@ -933,13 +933,12 @@ def grow_study(store: Store, study: Study) -> tuple[int, Study]:
 def _check_budgets(study: Study) -> None:
     """Each budget a whole number of epochs, and every shorter WSD budget's cooldown after
     the full run's warmup (checked at the study's real number of updates per epoch)."""
-    from annealbench.training.parts import RatePlan, steps_per_epoch
+    from annealbench.training.parts import RatePlan, updates_per_epoch
 
     budgets = study.budget_epochs()
     for dataset in study.datasets if budgets else ():
         template = replace(study.template(), dataset=dataset, custom_dataset=None)
-        size = template.subset or template.dataset_spec().train_size
-        steps = steps_per_epoch(size, template.batch_size)
+        steps = updates_per_epoch(template)
         for method in study.methods:
             for epochs, full in budgets[1:]:
                 config = replace(template, method=method, epochs=epochs, full_epochs=full)
@@ -1128,8 +1127,7 @@ class Branch:
 def find_branches(store: Store, study: Study) -> dict[int, list[Branch]]:
     """The study's pending shorter-budget runs that share a trunk with a full-budget run
     still to train, by the trunk's run id (:meth:`RatePlan.shared_updates`)."""
-    from annealbench import data
-    from annealbench.training.parts import RatePlan, steps_per_epoch
+    from annealbench.training.parts import RatePlan, updates_per_epoch
 
     if not study.budgets:
         return {}
@@ -1142,10 +1140,7 @@ def find_branches(store: Store, study: Study) -> dict[int, list[Branch]]:
         stem = by_key.get(trunk.key())
         if stem is None or stem.status not in ("pending", "running"):
             continue  # its trunk trained already (its checkpoint is gone): from scratch
-        size = config.subset or config.dataset_spec().train_size
-        if config.validation is not None:
-            size -= data.validation_size(config.validation, size)
-        steps = steps_per_epoch(size, config.batch_size)
+        steps = updates_per_epoch(config)
         shared = RatePlan.for_run(config, steps).shared_updates() // steps
         if shared:
             branch = Branch(int(row.run_id), row.run_key, config, trunk, shared)

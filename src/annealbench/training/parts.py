@@ -41,6 +41,17 @@ def steps_per_epoch(train_size: int, batch_size: int) -> int:
     return math.ceil(train_size / batch_size)
 
 
+def updates_per_epoch(config: RunConfig) -> int:
+    """The run's optimizer updates per epoch, from its dataset's facts (no data loaded):
+    its training images (``subset``), less its validation split, in batches."""
+    from annealbench import data
+
+    size = config.subset or config.dataset_spec().train_size
+    if config.validation is not None:
+        size -= data.validation_size(config.validation, size)
+    return steps_per_epoch(size, config.batch_size)
+
+
 def initial_model(
     config: RunConfig, input_shape: tuple[int, ...], num_classes: int, device: torch.device
 ) -> torch.nn.Module:
